@@ -1,0 +1,235 @@
+"""The command line: ``python -m dagm_helpers COMMAND ...``.
+
+This module only parses arguments, calls the same functions the notebooks call,
+and reports errors: any :class:`~dagm_helpers.errors.DagmError` (and a few plain
+OS errors) becomes one ``error: ...`` line on stderr and exit status 2, with the
+traceback only under ``--debug``.
+
+Each command has one ``cmd_<name>`` handler below; handlers import their module
+lazily so that ``--help`` does not load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .errors import DagmError
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# ----------------------------------------------------------------------------- data
+def cmd_download(args: argparse.Namespace) -> int:
+    from .data.download import download
+
+    root = download(dest=args.dest, classes=args.classes, source=args.source, progress=not args.quiet)
+    print(f"DAGM data ready in {root}")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .data.layout import format_counts, scan
+
+    index = scan(args.dir)
+    rows = index.counts()
+    if args.json:
+        _print_json(rows)
+    else:
+        print(format_counts(rows))
+    return EXIT_OK
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synth import synthesize
+
+    root = synthesize(args.out, classes=args.classes, images_per_split=args.images_per_split, seed=args.seed)
+    print(f"generated DAGM-like data in {root}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- model
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    config = TrainConfig.from_cli(args)
+    run = train(config)
+    print(f"run saved in {run.dir}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .infer import evaluate_cli
+
+    result = evaluate_cli(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>22}: {value}")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .infer import predict_files
+
+    out = predict_files(args.model, args.input, args.out, threshold=args.threshold, batch_size=args.batch_size)
+    print(f"predictions written to {out}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .experiment import compare_cli
+
+    out = compare_cli(args)
+    print(f"comparison written to {out}")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    result = run_benchmark(quick=args.quick)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>28}: {value}")
+    return EXIT_OK
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    from .series import run_series
+
+    out = run_series(out=args.out, profile=args.profile, notebooks=args.notebooks)
+    print(f"executed notebooks and HTML are in {out}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dagm_helpers",
+        description="DAGM 2007 surface-defect segmentation with a small U-Net.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("download", help="download and verify DAGM 2007 class archives")
+    p.add_argument("--dest", default=None, help="folder to unpack into (default: $DAGM_HOME/dagm2007)")
+    p.add_argument("--classes", type=int, nargs="+", default=list(range(1, 11)), metavar="N")
+    p.add_argument(
+        "--source",
+        default="zenodo",
+        choices=["zenodo", "dev"],
+        help="zenodo: the full competition set; dev: the 2007 ClassN_def development archives",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("info", help="count images and defects per class and split")
+    p.add_argument("dir", help="a DAGM folder (any of the three layouts)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("synth", help="write a DAGM-like data set (offline stand-in)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--classes", type=int, nargs="+", default=list(range(1, 11)), metavar="N")
+    p.add_argument("--images-per-split", type=int, default=None, help="default: as many as the real class")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train the U-Net")
+    _add_train_args(p)
+    p.add_argument("--out", required=True, help="run folder (config, history, checkpoints, metrics)")
+    p.add_argument("--loss", default="dice", choices=LOSS_CHOICES)
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)")
+    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
+    p.add_argument("--split", default="Test", choices=["Train", "Test"])
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict defect masks for image files of any size")
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="train several losses on identical data and seeds, and compare")
+    _add_train_args(p)
+    p.add_argument("--losses", nargs="+", default=["bce", "dice"], choices=LOSS_CHOICES)
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds per loss")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="measure training and inference speed against the tutorial's way")
+    p.add_argument("--quick", action="store_true", help="rough numbers in under two minutes")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("series", help="execute the notebook series headless into build/")
+    p.add_argument("--out", default="build")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--notebooks", nargs="*", default=None, help="only these notebooks (default: all, in order)")
+    p.set_defaults(func=cmd_series)
+    return parser
+
+
+LOSS_CHOICES = ["bce", "dice", "bce_dice", "focal_tversky", "tutorial_dice"]
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)")
+    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
+    p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--crop-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (DagmError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The data layer: files -> sample index (layout) -> arrays or tf.data (pipeline)."""
