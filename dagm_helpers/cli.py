@@ -81,7 +81,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .infer import predict_files
 
-    out = predict_files(args.model, args.input, args.out, threshold=args.threshold, batch_size=args.batch_size)
+    out = predict_files(
+        args.model, args.input, args.out, threshold=args.threshold, batch_size=args.batch_size
+    )
     print(f"predictions written to {out}")
     return EXIT_OK
 
@@ -157,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a split")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)")
+    p.add_argument(
+        "--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)"
+    )
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
     p.add_argument("--split", default="Test", choices=["Train", "Test"])
     p.add_argument("--threshold", type=float, default=0.5)
@@ -189,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("series", help="execute the notebook series headless into build/")
     p.add_argument("--out", default="build")
     p.add_argument("--profile", default=None)
-    p.add_argument("--notebooks", nargs="*", default=None, help="only these notebooks (default: all, in order)")
+    p.add_argument(
+        "--notebooks", nargs="*", default=None, help="only these notebooks (default: all, in order)"
+    )
     p.set_defaults(func=cmd_series)
     return parser
 
@@ -198,7 +204,9 @@ LOSS_CHOICES = ["bce", "dice", "bce_dice", "focal_tversky", "tutorial_dice"]
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)")
+    p.add_argument(
+        "--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)"
+    )
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
     p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")
     p.add_argument("--epochs", type=int, default=None)

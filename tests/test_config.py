@@ -28,7 +28,9 @@ def test_auto_detects_gpu(monkeypatch):
 
 def test_unknown_profile_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DAGM_PROFILE", "turbo")
-    with pytest.raises(ConfigError, match=r"unknown profile 'turbo' \(from \$DAGM_PROFILE\).*smoke, cpu, gpu"):
+    with pytest.raises(
+        ConfigError, match=r"unknown profile 'turbo' \(from \$DAGM_PROFILE\).*smoke, cpu, gpu"
+    ):
         config.resolve_profile()
 
 
@@ -65,4 +67,7 @@ def test_dagm_home(monkeypatch, tmp_path):
 
 def test_colab_url_points_at_the_notebook():
     url = config.colab_url("notebooks/01_get_the_data.ipynb")
-    assert url == f"https://colab.research.google.com/github/{config.REPO_SLUG}/blob/main/notebooks/01_get_the_data.ipynb"
+    assert (
+        url
+        == f"https://colab.research.google.com/github/{config.REPO_SLUG}/blob/main/notebooks/01_get_the_data.ipynb"
+    )
