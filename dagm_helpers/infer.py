@@ -1,0 +1,834 @@
+"""Loading saved models, predicting defect maps for images of any size, evaluation and batch prediction.
+
+The notebooks and ``python -m dagm_helpers evaluate|predict`` call the same functions:
+
+* :func:`load_model` opens a ``.keras`` file with Keras *safe mode* on and checks that the network
+  fits the task (one grey input channel, one sigmoid output channel). Anything wrong becomes a
+  :class:`~dagm_helpers.errors.ModelFileError` that names the file, says what is wrong and what to do.
+* :func:`predict_proba` returns per-pixel defect probabilities at each image's own size: images are
+  padded (reflection, bottom/right) to a multiple of the network's down-sampling factor, batched by
+  size, run through one cached compiled graph function and cropped back.
+* :func:`evaluate` streams a split through the model in chunks and returns segmentation and
+  image-level metrics as JSON-safe numbers.
+* :func:`predict_files` writes masks, overlays and ``predictions.csv`` for a file or a folder.
+
+**Memory bound for large images.** An image whose padded size exceeds :data:`MAX_UNTILED_PIXELS`
+(1024 x 1024 = 1,048,576 pixels) is processed in overlapping tiles of :data:`TILE_SIZE` (1024) pixels
+with :data:`TILE_OVERLAP` (128) pixels of context on every inner side, stitched by centre crop; one
+forward call never sees more than :data:`MAX_BATCH_PIXELS` (8 x 512 x 512) pixels (or one tile), so
+the network's activation memory is bounded whatever the input size. 128 pixels exceed half the
+receptive field of the default 4-level U-Net (about 100 pixels), so tiled and untiled predictions
+agree to float rounding. The stitched
+probability map itself (4 bytes per pixel) must fit in memory: images above
+:data:`MAX_IMAGE_PIXELS` (8192 x 8192) are refused with an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+import time
+import warnings
+import weakref
+import zipfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path, write_text
+from .errors import ConfigError, DagmError, DatasetError, ImageFileError, ModelFileError
+
+#: padded images larger than this many pixels are predicted in tiles
+MAX_UNTILED_PIXELS = 1024 * 1024
+#: side of a square prediction tile (rounded up to the network's down-sampling multiple)
+TILE_SIZE = 1024
+#: context kept on each inner side of a tile and discarded when stitching
+TILE_OVERLAP = 128
+#: most pixels sent through the network in one forward call (unless one untiled image is larger)
+MAX_BATCH_PIXELS = 8 * 512 * 512
+#: images above this many pixels are refused (their float32 probability map alone would be > 256 MB)
+MAX_IMAGE_PIXELS = 8192 * 8192
+#: file suffixes :func:`predict_files` treats as images (case-insensitive)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: samples loaded and predicted at once by :func:`evaluate`
+EVAL_CHUNK = 32
+#: keys of the dict :func:`evaluate` returns (always present; more may follow)
+EVAL_KEYS = (
+    "images",
+    "defective_images",
+    "dice_defective_mean",
+    "iou_defective_mean",
+    "pixel_iou",
+    "pixel_dice",
+    "boundary_f1",
+    "image_auroc",
+    "image_ap",
+    "tpr",
+    "tnr",
+    "threshold",
+    "seconds",
+)
+
+
+# ----------------------------------------------------------------------------- loading
+def _model_error(path: Path, what: str, todo: str) -> ModelFileError:
+    return ModelFileError(f"{path}: {what}; {todo}")
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a missing, empty, non-zip or corrupt ``.keras`` file before Keras sees it."""
+    if not path.exists():
+        raise _model_error(
+            path, "model file not found", "check the path (a training run saves RUN_DIR/model.keras)"
+        )
+    if path.is_dir():
+        raise _model_error(
+            path, "is a folder, not a model file", "pass the .keras file inside it (e.g. RUN_DIR/model.keras)"
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise _model_error(path, "the model file is empty (0 bytes)", "re-save or re-download the model")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return  # legacy HDF5: Keras checks it (still in safe mode)
+    if not zipfile.is_zipfile(path):
+        raise _model_error(
+            path,
+            f"not a Keras .keras archive (not a zip file, {size} bytes; truncated or corrupt?)",
+            "re-save the model with model.save('model.keras') or download it again",
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise _model_error(
+            path, f"the .keras archive is corrupt ({exc})", "re-save or download the model again"
+        ) from exc
+    if bad is not None:
+        raise _model_error(
+            path,
+            f"the .keras archive is corrupt (member {bad!r} fails its checksum)",
+            "download or save it again",
+        )
+    if "config.json" not in names:
+        raise _model_error(
+            path,
+            "this zip file is not a Keras model (no config.json inside)",
+            "pass a file written by model.save('model.keras')",
+        )
+
+
+def _is_sigmoid(layer: Any) -> bool | None:
+    """True/False when the layer's activation is known to be (not) a sigmoid; None when unknown."""
+    act = getattr(layer, "activation", None)
+    if act is None:
+        return None
+    name = getattr(act, "__name__", None) or type(act).__name__
+    return "sigmoid" in str(name).lower()
+
+
+def _check_model_fits(path: Path, model: Any) -> None:
+    try:
+        in_shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else None
+        out_shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else None
+    except (AttributeError, TypeError, ValueError):  # subclassed model without a known graph
+        in_shape = out_shape = None
+    if in_shape is None or out_shape is None:
+        raise _model_error(
+            path,
+            "the model must have exactly one image input and one mask output",
+            "use a model built by dagm_helpers.small_unet or with that interface",
+        )
+    if len(in_shape) != 4 or in_shape[-1] != 1:
+        raise _model_error(
+            path,
+            f"the model's input has shape {in_shape}; this project needs (batch, height, width, 1): "
+            "one grey-level channel",
+            "retrain the model with input_channels=1 (DAGM images are grayscale)",
+        )
+    if len(out_shape) != 4 or out_shape[-1] != 1:
+        raise _model_error(
+            path,
+            f"the model's output has shape {out_shape}; this project needs one defect-probability channel "
+            "(batch, height, width, 1)",
+            "use a segmentation model with a single sigmoid output channel",
+        )
+    out_layer = model.outputs[0]._keras_history[0] if hasattr(model.outputs[0], "_keras_history") else None
+    sig = _is_sigmoid(out_layer) if out_layer is not None else None
+    if sig is False:
+        raise _model_error(
+            path,
+            f"the model's last layer {out_layer.name!r} has activation {out_layer.activation.__name__!r}, not "
+            "sigmoid, so its output is not a defect probability",
+            "end the model with a sigmoid (e.g. Conv2D(1, 1, activation='sigmoid'))",
+        )
+
+
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """Load a saved model with Keras safe mode on, and check it fits the task.
+
+    Raises :class:`ModelFileError` for a missing, empty, truncated or corrupt file, for a file whose
+    loading would run code stored in it (a ``Lambda`` layer: refused, never executed), and for a model
+    whose input is not one grey channel or whose output is not one sigmoid channel.
+    """
+    import keras
+
+    from . import losses, metrics  # noqa: F401  (register the project's custom objects)
+
+    path = Path(path)
+    _check_archive(path)
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as exc:
+        text = str(exc)
+        if "safe_mode" in text or "unsafe" in text.lower() or "arbitrary code" in text:
+            raise _model_error(
+                path,
+                "the model file contains Python code (e.g. a Lambda layer) that would run when loaded, and "
+                "this project refuses to run code from model files",
+                "rebuild the model without Lambda layers; only load it yourself with "
+                "keras.saving.load_model(path, safe_mode=False) if you trust its source completely",
+            ) from exc
+        raise _model_error(path, f"Keras cannot read this model ({_short(text)})", _REDO) from exc
+    except (TypeError, KeyError) as exc:  # unknown layer class / custom object
+        raise _model_error(
+            path,
+            f"the model uses a layer or object this installation does not know ({_short(str(exc))})",
+            "load it with the code that defined it, or re-save it with standard Keras layers",
+        ) from exc
+    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+        raise _model_error(
+            path, f"the model file is truncated or corrupt ({_short(str(exc))})", _REDO
+        ) from exc
+    except Exception as exc:  # e.g. json.JSONDecodeError (a ValueError), h5py errors
+        raise _model_error(
+            path, f"cannot load the model ({type(exc).__name__}: {_short(str(exc))})", _REDO
+        ) from exc
+    if not isinstance(model, keras.Model):
+        raise _model_error(path, f"the file holds a {type(model).__name__}, not a Keras model", _REDO)
+    _check_model_fits(path, model)
+    return model
+
+
+_REDO = "re-save the model with model.save('model.keras') or download it again"
+
+
+def _short(text: str, n: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _as_model(model: Any) -> Any:
+    return load_model(model) if isinstance(model, (str, os.PathLike)) else model
+
+
+# ----------------------------------------------------------------------------- prediction
+def _downsampling_factor(model: Any) -> int:
+    """Product of the strides of every pooling / strided-convolution layer (nested models included)."""
+    import keras
+
+    factor = 1
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.Model):
+            stack.extend(layer.layers)
+            continue
+        if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)) or (
+            isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose)
+        ):
+            strides = getattr(layer, "strides", (1, 1))
+            factor *= int(strides[0] if isinstance(strides, (tuple, list)) else strides)
+    return max(1, factor)
+
+
+def required_multiple(model: Any) -> int:
+    """Image sides the model accepts must be multiples of this (2**depth for the U-Net)."""
+    try:
+        from .model import required_multiple as from_model_module
+    except ImportError:
+        return _downsampling_factor(model)
+    return int(from_model_module(model))
+
+
+def _fixed_input_hw(model: Any) -> tuple[int, int] | None:
+    shape = tuple(model.inputs[0].shape)
+    h, w = shape[1], shape[2]
+    return (int(h), int(w)) if h is not None and w is not None else None
+
+
+_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """A cached compiled graph function ``x (B,H,W,1) float32 -> probabilities (B,H,W) float32``."""
+    fn = _PREDICT_FNS.get(model)
+    if fn is None:
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            @tf.function(
+                input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)],
+                jit_compile=False,
+                reduce_retracing=True,
+            )
+            def graph(x):
+                return tf.cast(model(x, training=False), tf.float32)
+
+            def fn(x: np.ndarray) -> np.ndarray:
+                return graph(x).numpy()[..., 0]
+
+        else:  # pragma: no cover - the project runs on the TensorFlow backend
+
+            def fn(x: np.ndarray) -> np.ndarray:
+                return np.asarray(model.predict_on_batch(x), dtype=np.float32)[..., 0]
+
+        _PREDICT_FNS[model] = fn
+    return fn
+
+
+def _ceil_to(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _pad_to(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    ph, pw = shape[0] - img.shape[0], shape[1] - img.shape[1]
+    if ph == 0 and pw == 0:
+        return img
+    return np.pad(img, ((0, ph), (0, pw)), mode="reflect" if min(img.shape) > 1 else "edge")
+
+
+def _as_image_list(images: Any) -> tuple[list[np.ndarray], bool]:
+    """(list of 2-D arrays, single) from (H,W), (N,H,W), (N,H,W,1) arrays or a sequence of 2-D arrays."""
+    if isinstance(images, np.ndarray):
+        arr = images
+        if arr.ndim == 2:
+            return [arr], True
+        if arr.ndim == 4 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim != 3:
+            raise ConfigError(
+                f"images have shape {images.shape}; expected (N, H, W), (N, H, W, 1) or a list of (H, W) arrays "
+                "(convert RGB to gray first, e.g. with dagm_helpers.data.images.read_image)"
+            )
+        return list(arr), False
+    items = []
+    for i, img in enumerate(images):
+        a = np.asarray(img)
+        if a.ndim == 3 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if a.ndim != 2:
+            raise ConfigError(f"image {i} has shape {a.shape}; expected a 2-D grayscale array (H, W)")
+        items.append(a)
+    return items, False
+
+
+def _check_values(img: np.ndarray, i: int) -> None:
+    if img.size == 0:
+        raise ConfigError(f"image {i} is empty (shape {img.shape})")
+    if img.size > MAX_IMAGE_PIXELS:
+        raise ImageFileError(
+            f"image {i} has {img.shape[0]}x{img.shape[1]} pixels, above the limit of {MAX_IMAGE_PIXELS:,} "
+            "(8192 x 8192) for prediction; cut it into smaller images first"
+        )
+
+
+class _Runner:
+    """Sends equally sized padded images through the model in batches bounded by pixel count."""
+
+    def __init__(self, model: Any, batch_size: int):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.fn = _predict_fn(model)
+        self.batch_size = batch_size
+
+    def per_batch(self, shape: tuple[int, int]) -> int:
+        return max(1, min(self.batch_size, MAX_BATCH_PIXELS // (shape[0] * shape[1])))
+
+    def run(self, arrays: list[np.ndarray]) -> np.ndarray:
+        x = np.stack(arrays).astype(np.float32, copy=False)[..., None]
+        return self.fn(x)
+
+
+def _tile_starts(n: int, tile: int, step: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n - tile, step))
+    starts.append(n - tile)
+    return sorted(set(starts))
+
+
+def _predict_tiled(
+    runner: _Runner, img: np.ndarray, m: int, tile_hw: tuple[int, int], overlap: tuple[int, int]
+) -> np.ndarray:
+    """Probability map of one large image from overlapping tiles stitched by centre crop."""
+    h, w = img.shape
+    th, tw = tile_hw
+    hp, wp = max(_ceil_to(h, m), th), max(_ceil_to(w, m), tw)
+    padded = _pad_to(img, (hp, wp))
+    ys = _tile_starts(hp, th, th - 2 * overlap[0])
+    xs = _tile_starts(wp, tw, tw - 2 * overlap[1])
+    out = np.empty((h, w), np.float32)
+    tiles = [(y, x) for y in ys for x in xs]
+    per = runner.per_batch((th, tw))
+    for i in range(0, len(tiles), per):
+        chunk = tiles[i : i + per]
+        probs = runner.run([padded[y : y + th, x : x + tw] for y, x in chunk])
+        for (y, x), p in zip(chunk, probs, strict=True):
+            y0 = y + overlap[0] if y > 0 else 0
+            x0 = x + overlap[1] if x > 0 else 0
+            y1 = min(y + th - overlap[0] if y + th < hp else hp, h)
+            x1 = min(x + tw - overlap[1] if x + tw < wp else wp, w)
+            if y1 > y0 and x1 > x0:
+                out[y0:y1, x0:x1] = p[y0 - y : y1 - y, x0 - x : x1 - x]
+    return out
+
+
+def predict_proba(
+    model: Any,
+    images: Any,
+    batch_size: int = 8,
+    *,
+    tile_size: int = TILE_SIZE,
+    tile_overlap: int = TILE_OVERLAP,
+    max_untiled_pixels: int = MAX_UNTILED_PIXELS,
+) -> np.ndarray | list[np.ndarray]:
+    """Per-pixel defect probabilities, float32, each at its image's own size.
+
+    ``images``: uint8 or float arrays of raw grey levels 0..255 (the model rescales inside), shaped
+    (N, H, W) or (N, H, W, 1), a single (H, W) image, or a list of (H, W) arrays of different sizes.
+    Returns (N, H, W) when all images share one size ((H, W) for a single 2-D image), else a list of
+    (H, W) arrays. Images are reflection-padded at the bottom/right to a multiple of
+    :func:`required_multiple`, grouped by size, batched (at most ``batch_size`` images and
+    :data:`MAX_BATCH_PIXELS` pixels per call) and cropped back. An image whose padded size is above
+    ``max_untiled_pixels`` is predicted in ``tile_size`` tiles with ``tile_overlap`` pixels of context
+    (both rounded up to the multiple); a model with a fixed input size is always tiled at that size.
+    """
+    model = _as_model(model)
+    items, single = _as_image_list(images)
+    for i, img in enumerate(items):
+        _check_values(img, i)
+    m = required_multiple(model)
+    runner = _Runner(model, batch_size)
+    fixed = _fixed_input_hw(model)
+    if fixed is not None:
+        tile_hw = fixed
+        ov = tuple(min(_ceil_to(tile_overlap, m), max(0, (t // 2 - m) // m * m)) for t in fixed)
+    else:
+        t = _ceil_to(max(tile_size, m), m)
+        o = _ceil_to(tile_overlap, m)
+        if t <= 2 * o:
+            raise ConfigError(f"tile_size {t} must be larger than twice tile_overlap ({o})")
+        tile_hw, ov = (t, t), (o, o)
+    if any(img.dtype.kind == "f" and 0 < float(np.max(img)) <= 1.0 for img in items[:4]):
+        warnings.warn(
+            "float images with values in 0..1 were given; the model expects raw grey levels 0..255 "
+            "(it rescales inside), so predictions will be wrong: multiply by 255 first",
+            stacklevel=2,
+        )
+
+    outputs: list[np.ndarray | None] = [None] * len(items)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, img in enumerate(items):
+        h, w = img.shape
+        shape = (_ceil_to(h, m), _ceil_to(w, m))
+        if fixed is not None or shape[0] * shape[1] > max_untiled_pixels:
+            outputs[i] = _predict_tiled(runner, img, m, tile_hw, ov)
+        else:
+            groups[shape].append(i)
+    for shape, idxs in groups.items():
+        per = runner.per_batch(shape)
+        for k in range(0, len(idxs), per):
+            chunk = idxs[k : k + per]
+            probs = runner.run([_pad_to(items[i], shape) for i in chunk])
+            for i, p in zip(chunk, probs, strict=True):
+                h, w = items[i].shape
+                outputs[i] = np.array(p[:h, :w], dtype=np.float32, copy=True)
+    if single:
+        return outputs[0]
+    if outputs and len({o.shape for o in outputs}) == 1:
+        return np.stack(outputs)
+    if not outputs:
+        return np.zeros((0, 0, 0), np.float32)
+    return outputs
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _json_number(value: Any) -> float | int | None:
+    """A JSON-safe Python number: NaN/inf -> None, numpy scalars -> float/int."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class EvalAccumulator:
+    """Streams (masks, probabilities) chunks into per-image statistics and pooled pixel sums.
+
+    Keeps a handful of numbers per image (score, flags, per-image Dice/IoU/boundary F1), never the
+    probability maps, so any number of images can be evaluated in bounded memory.
+    """
+
+    def __init__(self, threshold: float = 0.5, boundary_tolerance: int = 2):
+        _check_threshold(threshold)
+        self.threshold = float(threshold)
+        self.tolerance = boundary_tolerance
+        self.tp = self.fp = self.fn = 0
+        self.flags: list[bool] = []
+        self.scores: list[float] = []
+        self.dice: list[float] = []
+        self.iou: list[float] = []
+        self.bf1: list[float] = []
+
+    def update(self, masks: Any, probs: Any, defective: Sequence[bool] | None = None) -> None:
+        """Add images: ``masks`` 0/1 and ``probs`` in [0, 1], (N, H, W) arrays or lists of (H, W)."""
+        from . import metrics
+
+        masks_l = list(masks) if not isinstance(masks, np.ndarray) or masks.ndim == 3 else [masks]
+        probs_l = list(probs) if not isinstance(probs, np.ndarray) or probs.ndim == 3 else [probs]
+        if len(masks_l) != len(probs_l):
+            raise ValueError(f"{len(masks_l)} masks but {len(probs_l)} probability maps")
+        for j, (mask, prob) in enumerate(zip(masks_l, probs_l, strict=True)):
+            mask = np.asarray(mask).astype(bool)
+            prob = np.asarray(prob, dtype=np.float32)
+            if mask.shape != prob.shape:
+                raise ValueError(f"mask shape {mask.shape} differs from prediction shape {prob.shape}")
+            pred = prob >= self.threshold
+            self.tp += int(np.count_nonzero(pred & mask))
+            self.fp += int(np.count_nonzero(pred & ~mask))
+            self.fn += int(np.count_nonzero(~pred & mask))
+            flag = bool(defective[j]) if defective is not None else bool(mask.any())
+            self.flags.append(flag)
+            self.scores.append(float(metrics.defect_scores(prob[None], method="max")[0]))
+            if flag:
+                m8, p1 = mask[None].astype(np.uint8), prob[None]
+                self.dice.append(
+                    float(np.asarray(metrics.dice_per_image(m8, p1, threshold=self.threshold))[0])
+                )
+                self.iou.append(float(np.asarray(metrics.iou_per_image(m8, p1, threshold=self.threshold))[0]))
+                self.bf1.append(
+                    float(metrics.boundary_f1(m8, p1, threshold=self.threshold, tolerance=self.tolerance))
+                )
+
+    def result(self) -> dict[str, Any]:
+        """The evaluation dict (see :data:`EVAL_KEYS`); undefined values are ``None``."""
+        from . import metrics
+
+        n = len(self.flags)
+        n_def = int(sum(self.flags))
+        flags = np.asarray(self.flags, bool)
+        scores = np.asarray(self.scores, np.float64)
+        denom_iou = self.tp + self.fp + self.fn
+        denom_dice = 2 * self.tp + self.fp + self.fn
+        # Pooled over all images; when no image has a defect and none is predicted, the prediction is
+        # perfect: 1.0 (the convention of metrics.iou / metrics.dice).
+        pixel_iou = self.tp / denom_iou if denom_iou else 1.0
+        pixel_dice = 2 * self.tp / denom_dice if denom_dice else 1.0
+        auroc = ap = None
+        if 0 < n_def < n:
+            lvl = metrics.image_level(flags, scores, self.threshold)
+            auroc, ap = lvl["auroc"], lvl["ap"]
+        flagged = scores >= self.threshold
+        tpr = float(np.mean(flagged[flags])) if n_def else None
+        tnr = float(np.mean(~flagged[~flags])) if n - n_def else None
+        out = {
+            "images": n,
+            "defective_images": n_def,
+            "dice_defective_mean": float(np.mean(self.dice)) if self.dice else None,
+            "iou_defective_mean": float(np.mean(self.iou)) if self.iou else None,
+            "pixel_iou": pixel_iou,
+            "pixel_dice": pixel_dice,
+            "boundary_f1": float(np.mean(self.bf1)) if self.bf1 else None,
+            "image_auroc": auroc,
+            "image_ap": ap,
+            "tpr": tpr,
+            "tnr": tnr,
+            "threshold": self.threshold,
+            "seconds": 0.0,
+            "clean_images": n - n_def,
+            "false_positive_images": int(np.count_nonzero(flagged & ~flags)),
+            "false_negative_images": int(np.count_nonzero(~flagged & flags)),
+            "dice_defective_std": float(np.std(self.dice)) if self.dice else None,
+        }
+        return {k: _json_number(v) for k, v in out.items()}
+
+
+def summarize_predictions(
+    masks: Any, probs: Any, threshold: float = 0.5, defective: Sequence[bool] | None = None
+) -> dict[str, Any]:
+    """The :func:`evaluate` dict for given masks and probabilities (no model; for tests and notebooks)."""
+    acc = EvalAccumulator(threshold)
+    acc.update(masks, probs, defective)
+    return acc.result()
+
+
+def _check_threshold(threshold: float) -> None:
+    if not (isinstance(threshold, (int, float)) and 0.0 <= float(threshold) <= 1.0):
+        raise ConfigError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
+
+
+def evaluate(
+    model: Any,
+    samples: Sequence[Any],
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    image_size: int = 512,
+    policy: str = "resize",
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Segmentation and image-level metrics of ``model`` (a model or a path) on ``samples``.
+
+    Images are read with :func:`dagm_helpers.data.pipeline.load_arrays` (``image_size``, ``policy``) in
+    chunks of :data:`EVAL_CHUNK`, so memory does not grow with the number of images. Returns a dict with
+    the keys of :data:`EVAL_KEYS` (plus ``clean_images``, ``false_positive_images``,
+    ``false_negative_images``, ``dice_defective_std``, ``image_size``), all JSON-safe numbers:
+
+    * ``dice_defective_mean``, ``iou_defective_mean``, ``boundary_f1``: per-image means over the
+      defective images (tolerance 2 px for the boundary F1);
+    * ``pixel_iou``, ``pixel_dice``: pooled over every pixel of every image;
+    * image-level: score = the highest pixel probability (:func:`metrics.defect_scores`), an image is
+      flagged defective when its score >= ``threshold``; ``tpr``/``tnr`` are the shares of defective /
+      clean images flagged correctly, ``image_auroc``/``image_ap`` rank the scores.
+
+    Values that are undefined for the data are ``None`` (JSON ``null``): AUROC and AP when only one
+    class of image is present, ``tpr`` and the per-image means without defective images, ``tnr``
+    without clean images.
+    """
+    from .data.pipeline import load_arrays
+
+    _check_threshold(threshold)
+    start = time.perf_counter()
+    model = _as_model(model)
+    samples = list(samples)
+    acc = EvalAccumulator(threshold)
+    bar = _progress(len(samples), "evaluate", progress)
+    try:
+        for i in range(0, len(samples), EVAL_CHUNK):
+            chunk = samples[i : i + EVAL_CHUNK]
+            images, masks = load_arrays(chunk, size=image_size, policy=policy)
+            probs = predict_proba(model, images, batch_size=batch_size)
+            acc.update(masks, probs, [bool(s.defective) for s in chunk])
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    result = acc.result()
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    result["image_size"] = int(image_size)
+    return result
+
+
+def evaluate_cli(args: Any) -> dict[str, Any]:
+    """``python -m dagm_helpers evaluate``: resolve data and profile, select the split, evaluate."""
+    from .config import resolve_profile
+    from .data import resolve_data
+    from .data.layout import scan
+
+    profile = resolve_profile(getattr(args, "profile", None))
+    root = resolve_data(getattr(args, "data", None), profile)
+    index = scan(root)
+    classes = tuple(args.classes) if getattr(args, "classes", None) else tuple(profile.classes)
+    split = getattr(args, "split", "Test")
+    selected = index.filter(classes=classes, split=split)
+    if len(selected) == 0:
+        have = (
+            ", ".join(f"class {r['class']} {r['split']} ({r['images']} images)" for r in index.counts())
+            or "nothing"
+        )
+        raise DatasetError(
+            f"{root}: no images for class(es) {', '.join(map(str, classes))} in split {split!r}; "
+            f"the folder has: {have}. Choose --classes/--split from those"
+        )
+    model = load_model(args.model)
+    result = evaluate(
+        model,
+        selected,
+        threshold=args.threshold,
+        batch_size=getattr(args, "batch_size", 8) or 8,
+        image_size=profile.image_size,
+        progress=False,
+    )
+    result.update(model=str(args.model), data=str(root), classes=list(classes), split=split)
+    return result
+
+
+# ----------------------------------------------------------------------------- files
+def _progress(total: int, desc: str, progress: bool | None):
+    from tqdm.auto import tqdm
+
+    disable = (not sys.stderr.isatty()) if progress is None else not progress
+    return tqdm(total=total, desc=desc, unit="img", disable=disable)
+
+
+def _list_inputs(input_path: Path, out: Path) -> list[Path]:
+    if not input_path.exists():
+        raise DatasetError(f"{input_path}: no such file or folder; pass an image file or a folder of images")
+    if input_path.is_file():
+        if input_path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DatasetError(
+                f"{input_path}: not an image file (suffix {input_path.suffix!r}); "
+                f"pass a {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} file or a folder"
+            )
+        return [input_path]
+    same_dir = out.resolve() == input_path.resolve()
+    files, skipped = [], []
+    for p in sorted(input_path.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if same_dir and (p.stem.endswith("_mask") or p.stem.endswith("_overlay")):
+            continue  # our own outputs from an earlier run
+        (files if p.suffix.lower() in IMAGE_SUFFIXES else skipped).append(p)
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:10]) + (
+            f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        )
+        warnings.warn(f"{input_path}: skipping {len(skipped)} non-image file(s): {names}", stacklevel=3)
+    if not files:
+        raise DatasetError(
+            f"{input_path}: no image files ({'/'.join(s[1:] for s in IMAGE_SUFFIXES)}) in this folder "
+            "(sub-folders are not searched); pass a folder that contains images"
+        )
+    return files
+
+
+def _output_stems(files: list[Path]) -> list[str]:
+    counts: dict[str, int] = defaultdict(int)
+    for p in files:
+        counts[p.stem] += 1
+    return [p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}" for p in files]
+
+
+def _write_png(dest: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def overlay_edges(
+    image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0)
+) -> np.ndarray:
+    """RGB uint8 picture: the grey image with the edges of ``mask`` drawn in ``color`` (red)."""
+    from skimage.segmentation import find_boundaries
+
+    rgb = np.repeat(np.asarray(image, np.uint8)[..., None], 3, axis=2)
+    edges = find_boundaries(np.asarray(mask).astype(bool), mode="inner")
+    rgb[edges] = color
+    return rgb
+
+
+_CSV_FIELDS = ("file", "defect_score", "defective", "defect_area_px", "error")
+
+
+def predict_files(
+    model_path: str | os.PathLike[str],
+    input: str | os.PathLike[str],  # noqa: A002  (the CLI's name)
+    out: str | os.PathLike[str],
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    progress: bool | None = None,
+) -> Path:
+    """Predict every image in ``input`` (a file, or a folder searched non-recursively) into ``out``.
+
+    Writes per image ``<stem>_mask.png`` (0/255, the input's size) and ``<stem>_overlay.png`` (the image
+    in grey with the predicted defect edges in red), and ``predictions.csv`` with columns ``file``,
+    ``defect_score`` (highest pixel probability), ``defective`` (yes/no), ``defect_area_px`` and
+    ``error``. Non-image files in a folder are skipped with one warning. An image that cannot be read
+    is skipped with a warning and recorded with ``defective=error`` and the reason in ``error``, so one
+    bad file does not lose the batch. Every file is written atomically; ``predictions.csv`` is
+    rewritten after every batch. Returns ``out``.
+    """
+    from .data.images import read_image
+
+    _check_threshold(threshold)
+    out = Path(out)
+    files = _list_inputs(Path(input), out)
+    model = load_model(model_path)
+    out.mkdir(parents=True, exist_ok=True)
+    stems = _output_stems(files)
+    rows: list[dict[str, Any]] = []
+    csv_path = out / "predictions.csv"
+    bar = _progress(len(files), "predict", progress)
+    try:
+        for k in range(0, len(files), batch_size):
+            batch = list(zip(files[k : k + batch_size], stems[k : k + batch_size], strict=True))
+            good: list[tuple[Path, str, np.ndarray]] = []
+            for path, stem in batch:
+                try:
+                    image = read_image(path, policy="none")
+                    _check_values(image, 0)
+                    good.append((path, stem, image))
+                except (DagmError, OSError, ValueError) as exc:
+                    warnings.warn(f"{path}: skipped, cannot read it ({_short(str(exc))})", stacklevel=2)
+                    rows.append(
+                        dict(
+                            file=path.name,
+                            defect_score="",
+                            defective="error",
+                            defect_area_px="",
+                            error=_short(str(exc)),
+                        )
+                    )
+            if good:
+                probs = predict_proba(model, [g[2] for g in good], batch_size=batch_size)
+                for (path, stem, image), prob in zip(good, probs, strict=True):
+                    mask = prob >= threshold
+                    score = float(prob.max())
+                    _write_png(out / f"{stem}_mask.png", mask.astype(np.uint8) * 255)
+                    _write_png(out / f"{stem}_overlay.png", overlay_edges(image, mask))
+                    rows.append(
+                        dict(
+                            file=path.name,
+                            defect_score=f"{score:.6f}",
+                            defective="yes" if score >= threshold else "no",
+                            defect_area_px=int(np.count_nonzero(mask)),
+                            error="",
+                        )
+                    )
+            _write_csv(csv_path, rows)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return out
+
+
+def _write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+__all__ = [
+    "EVAL_KEYS",
+    "IMAGE_SUFFIXES",
+    "MAX_BATCH_PIXELS",
+    "MAX_IMAGE_PIXELS",
+    "MAX_UNTILED_PIXELS",
+    "TILE_OVERLAP",
+    "TILE_SIZE",
+    "EvalAccumulator",
+    "evaluate",
+    "evaluate_cli",
+    "load_model",
+    "overlay_edges",
+    "predict_files",
+    "predict_proba",
+    "required_multiple",
+    "summarize_predictions",
+]
