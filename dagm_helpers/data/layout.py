@@ -513,6 +513,8 @@ def _scan_split(class_id: int, split: str, folder: Path, problems: list[str]) ->
     for row in rows:
         image_path = files.get(row.image_file.lower())
         listed_images.add(row.image_file.lower())
+        if row.mask_file is not None:
+            listed_masks.add(row.mask_file.lower())
         if image_path is None:
             problems.append(
                 f"{folder / row.image_file} is listed on line {row.line} of {labels_txt} but missing"
@@ -520,7 +522,6 @@ def _scan_split(class_id: int, split: str, folder: Path, problems: list[str]) ->
             continue
         mask_path = None
         if row.mask_file is not None:
-            listed_masks.add(row.mask_file.lower())
             mask_path = label_files.get(row.mask_file.lower())
             if mask_path is None:
                 problems.append(
