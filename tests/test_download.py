@@ -249,6 +249,25 @@ def test_nested_mirror_layout_is_flattened(server, tmp_path):
     assert not (root / "Class3/Class3").exists()
 
 
+def test_wrapper_folder_of_a_mirror_is_looked_through(server, tmp_path):
+    files = {**official_files(6, prefix="DAGM_KaggleUpload/"), "DAGM_KaggleUpload/Class6/Thumbs.db": b"junk"}
+    server.files["Class6.zip"] = zip_bytes(files)
+    root = download(tmp_path / "d", classes=[6], sources=[source(server, "Class6.zip", 6)], progress=False)
+    assert (root / "Class6/Train/0576.PNG").is_file()
+    assert sorted(p.name for p in root.iterdir()) == [".dagm-extracted", "Class6"]
+
+
+def test_unverifiable_cached_file_is_tested_before_use(server, tmp_path, home):
+    data = zip_bytes(official_files(1))
+    server.files["Class1.zip"] = data
+    cache = home / "downloads/zenodo"
+    cache.mkdir(parents=True)
+    (cache / "Class1.zip").write_bytes(data[: len(data) // 2])  # a half file put there by hand
+    download(tmp_path / "d", classes=[1], sources=[source(server, "Class1.zip")], progress=False)
+    assert server.count("Class1.zip") == 1  # the broken copy was replaced by a download
+    assert (cache / "Class1.zip").read_bytes() == data
+
+
 def test_archive_without_class_folder_is_wrapped(server, tmp_path):
     files = {k.split("/", 1)[1]: v for k, v in official_files(4).items()}  # Train/..., Test/...
     server.files["Class4.zip"] = zip_bytes(files)

@@ -274,6 +274,8 @@ def fetch_archive(
 
     if path.exists():
         problem = _verify_cached(path, md5=md5, sha256=recorded_sha, size=src.size)
+        if problem is None and not md5 and not recorded_sha:
+            problem = _archive_selftest(path)  # put there by hand or by an older version: test it once
         if problem is None:
             if not recorded_sha:
                 registry.update(src.url, file=src.name, sha256=_file_hash(path, "sha256"), size=_size(path))
@@ -561,12 +563,7 @@ def _unpack_into(archive: Path, root: Path, src: ArchiveSource, max_total_bytes:
     staging = Path(tempfile.mkdtemp(prefix=f"{atomic.TMP_PREFIX}staging-{src.folder}-", dir=root))
     try:
         unpacked = safe_extract(archive, staging / "x", max_total_bytes=max_total_bytes)
-        entries = [p for p in unpacked.iterdir() if p.name not in _IGNORED_NAMES]
-        class_dirs = [p for p in entries if p.is_dir() and _CLASS_DIR.match(p.name)]
-        if class_dirs:
-            moves = [(_flatten_nested(p), p.name) for p in class_dirs]
-        else:  # the archive holds Train/Test (or 1.png ... labels.txt) without a class folder
-            moves = [(unpacked, src.folder)]
+        moves = _find_class_folders(unpacked, src)
         for folder, name in moves:
             _replace_dir(folder, root / name)
         atomic.write_json(
@@ -580,6 +577,26 @@ def _unpack_into(archive: Path, root: Path, src: ArchiveSource, max_total_bytes:
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _find_class_folders(unpacked: Path, src: ArchiveSource) -> list[tuple[Path, str]]:
+    """(folder, final name) pairs: ``ClassN`` folders, looked for through single wrapper folders.
+
+    Handles ``ClassN/...`` (official), ``ClassN/ClassN/...`` and ``Wrapper/ClassN/...``
+    (mirrors), and archives holding ``Train``/``Test`` (or ``1.png ... labels.txt``)
+    with no class folder, which become ``src.folder``.
+    """
+    current = unpacked
+    for _ in range(4):
+        entries = [p for p in current.iterdir() if p.name not in _IGNORED_NAMES]
+        class_dirs = [p for p in entries if p.is_dir() and _CLASS_DIR.match(p.name)]
+        if class_dirs:
+            return [(_flatten_nested(p), p.name) for p in class_dirs]
+        if len(entries) == 1 and entries[0].is_dir() and entries[0].name.lower() not in ("train", "test"):
+            current = entries[0]
+            continue
+        break
+    return [(current, src.folder)]
 
 
 def _flatten_nested(folder: Path) -> Path:
