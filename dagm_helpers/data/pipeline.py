@@ -1,0 +1,349 @@
+"""From a sample index to arrays (numpy) and to training batches (``tf.data``).
+
+Two layers:
+
+* :func:`load_arrays` decodes a selection of samples once, in a thread pool, into
+  two uint8 arrays ``(N, H, W)``: the images and their 0/1 masks. This is the plain
+  numpy loader for a first look and for small sets, and it is the pipeline's cache.
+* :func:`make_dataset` (and :func:`dataset_from_arrays`, for arrays already in
+  memory) turns those arrays into a ``tf.data.Dataset`` of
+  ``(x float32 (B, H, W, 1) in 0..255, y float32 (B, H, W, 1) in {0, 1})``: optional
+  random crops (a share of them centred near a defect), flips and 90-degree
+  rotations, optional brightness/contrast jitter, batching and prefetch. The model
+  rescales ``x`` itself (its first layer is ``Rescaling(1/255)``).
+
+Caching and memory
+    Decoding PNGs is the slow part of reading DAGM, so every image is decoded exactly
+    once and kept in memory as uint8: the cache costs ``N * H * W * 2`` bytes (image
+    plus mask), e.g. 1150 images of one DAGM class at 512x512 take 0.6 GB, all ten
+    classes 6 GB. A selection whose cache would exceed :func:`cache_limit_bytes`
+    (half the machine's RAM, or ``$DAGM_MAX_CACHE_GB``) is refused with a
+    :class:`~dagm_helpers.errors.DatasetError` that says how to make it smaller.
+
+Determinism
+    Every random choice uses TensorFlow's *stateless* RNG keyed by
+    ``(seed, epoch, position in the epoch)``, never a global or per-iterator state.
+    The same seed therefore gives identical batches, and epoch ``e`` of a dataset
+    built with ``start_epoch=e`` (a resumed training run) is identical to epoch ``e``
+    of a run that never stopped. Parallel ``map`` keeps element order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tensorflow as tf
+
+#: Share of the machine's RAM the decoded cache may use by default.
+CACHE_RAM_FRACTION = 0.5
+CACHE_ENV = "DAGM_MAX_CACHE_GB"
+#: Brightness shift (in 0..255 grey levels) and contrast factor range of intensity jitter.
+BRIGHTNESS_DELTA = 20.0
+CONTRAST_RANGE = (0.8, 1.2)
+_EPOCH_STRIDE = 1 << 24  # element keys: epoch * _EPOCH_STRIDE + position (positions < 16.7 M per epoch)
+
+
+# ----------------------------------------------------------------------------- numpy
+def cache_limit_bytes() -> int:
+    """The most memory the decoded cache may take: ``$DAGM_MAX_CACHE_GB`` or half the RAM."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        try:
+            return int(float(env) * 1024**3)
+        except ValueError:
+            raise ConfigError(f"${CACHE_ENV}={env!r} is not a number of gigabytes") from None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        total = 8 * 1024**3
+    return int(total * CACHE_RAM_FRACTION)
+
+
+def cache_bytes(n: int, height: int, width: int) -> int:
+    """Bytes the decoded cache needs for ``n`` images of ``height x width`` (image + mask, uint8)."""
+    return int(n) * int(height) * int(width) * 2
+
+
+def _check_cache_size(n: int, height: int, width: int) -> None:
+    need, limit = cache_bytes(n, height, width), cache_limit_bytes()
+    if need > limit:
+        raise DatasetError(
+            f"the selection of {n} images at {height}x{width} needs {need / 1024**3:.2f} GB of memory for "
+            f"the decoded image cache, more than the limit of {limit / 1024**3:.2f} GB; select fewer classes "
+            f"or images, use a smaller --image-size, or raise ${CACHE_ENV} if the machine has the memory"
+        )
+
+
+def load_arrays(
+    samples: Sequence[Any], size: int | None = 512, policy: str = "resize", workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``samples`` into ``(images uint8 (N, H, W), masks uint8 (N, H, W) of 0/1)``.
+
+    Uses :func:`dagm_helpers.data.images.load_sample` in a thread pool (PNG decoding
+    releases the GIL). All images must come out the same size, which ``policy="resize"``
+    (the default) guarantees. The result needs ``N * H * W * 2`` bytes; a selection
+    beyond :func:`cache_limit_bytes` is refused before anything is decoded.
+    """
+    from .images import load_sample
+
+    samples = list(samples)
+    if not samples:
+        raise DatasetError("no samples selected: check the data folder, --classes and the split")
+    if policy == "resize" and size:
+        _check_cache_size(len(samples), int(size), int(size))
+    else:  # estimate from the first image's header (pad/none keep each image's own size)
+        _check_cache_size(len(samples), *_header_size(samples[0]))
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pairs = list(pool.map(lambda s: load_sample(s, size=size, policy=policy), samples))
+    shapes = {p[0].shape for p in pairs}
+    if len(shapes) > 1:
+        raise DatasetError(
+            f"images of different sizes {sorted(shapes)} cannot be stacked into one array; "
+            f"load them with policy='resize' (or pad them to one size)"
+        )
+    (h, w) = shapes.pop()
+    _check_cache_size(len(pairs), h, w)
+    images = np.stack([p[0] for p in pairs]).astype(np.uint8, copy=False)
+    masks = np.stack([p[1] for p in pairs]).astype(np.uint8, copy=False)
+    for sample, (image, mask) in zip(samples, pairs, strict=True):
+        if mask.shape != image.shape:  # load_sample should already refuse this
+            raise DatasetError(
+                f"mask of {getattr(sample, 'image_path', sample)} has shape {mask.shape}, image {image.shape}"
+            )
+    return images, (masks > 0).astype(np.uint8)
+
+
+def _header_size(sample: Any) -> tuple[int, int]:
+    """(height, width) of a sample's image from its file header (padded up to a multiple of 16)."""
+    from PIL import Image
+
+    try:
+        with Image.open(sample.image_path) as im:
+            width, height = im.size
+    except Exception:  # noqa: BLE001 - a broken file is reported properly by load_sample
+        return (0, 0)
+    return (-(-height // 16) * 16, -(-width // 16) * 16)
+
+
+# ----------------------------------------------------------------------------- tf.data
+def steps_for(n: int, batch_size: int) -> int:
+    """Batches in one pass over ``n`` elements when the last partial batch is dropped (at least 1)."""
+    return max(1, n // max(1, batch_size))
+
+
+def make_dataset(
+    samples: Sequence[Any],
+    *,
+    batch_size: int,
+    image_size: int = 512,
+    crop_size: int | None = None,
+    defect_crop_fraction: float = 0.0,
+    augment: bool = False,
+    intensity_jitter: bool = False,
+    shuffle: bool = False,
+    repeat: bool = False,
+    seed: int = 0,
+    policy: str = "resize",
+    steps_per_epoch: int | None = None,
+    start_epoch: int = 0,
+    drop_remainder: bool | None = None,
+) -> tf.data.Dataset:
+    """A ``tf.data.Dataset`` of ``(x, y)`` batches for ``samples``; see :func:`dataset_from_arrays`.
+
+    The images are decoded once into memory (:func:`load_arrays`) at ``image_size``.
+    """
+    images, masks = load_arrays(samples, size=image_size, policy=policy)
+    return dataset_from_arrays(
+        images,
+        masks,
+        batch_size=batch_size,
+        crop_size=crop_size,
+        defect_crop_fraction=defect_crop_fraction,
+        augment=augment,
+        intensity_jitter=intensity_jitter,
+        shuffle=shuffle,
+        repeat=repeat,
+        seed=seed,
+        steps_per_epoch=steps_per_epoch,
+        start_epoch=start_epoch,
+        drop_remainder=drop_remainder,
+    )
+
+
+def dataset_from_arrays(
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    batch_size: int,
+    crop_size: int | None = None,
+    defect_crop_fraction: float = 0.0,
+    augment: bool = False,
+    intensity_jitter: bool = False,
+    shuffle: bool = False,
+    repeat: bool = False,
+    seed: int = 0,
+    steps_per_epoch: int | None = None,
+    start_epoch: int = 0,
+    drop_remainder: bool | None = None,
+) -> tf.data.Dataset:
+    """Batches of ``(x float32 (B,H,W,1) 0..255, y float32 (B,H,W,1) 0/1)`` from in-memory arrays.
+
+    * ``crop_size``: random ``crop_size`` squares instead of whole images; a share
+      ``defect_crop_fraction`` of the crops from *defective* images is placed so that a
+      randomly chosen defect pixel lies inside the crop, away from its border by a
+      random jitter of up to a quarter crop (so those crops always contain defect pixels).
+    * ``augment``: random horizontal flip and rotation by a multiple of 90 degrees
+      (only 0/180 for non-square images, so shapes stay fixed).
+    * ``intensity_jitter``: brightness shift up to +-20 grey levels and contrast factor 0.8-1.2.
+    * ``shuffle``: a fresh permutation per epoch, a function of ``(seed, epoch)`` only.
+    * ``repeat``: an endless stream of epochs starting at ``start_epoch``. Each epoch is
+      exactly ``steps_per_epoch`` batches (default: one pass, ``N // batch_size``); when
+      that needs more than ``N`` elements, further permutations are appended. Batches
+      never straddle epochs, so Keras' ``fit(steps_per_epoch=...)`` sees epoch ``e``
+      exactly as a run that never stopped.
+    * ``drop_remainder``: defaults to ``repeat`` (training); a single pass keeps every image.
+    """
+    import tensorflow as tf
+
+    images = np.asarray(images)
+    masks = np.asarray(masks)
+    if images.ndim != 3 or masks.shape != images.shape:
+        raise DatasetError(
+            f"images and masks must be arrays of the same shape (N, H, W), got {images.shape} and {masks.shape}"
+        )
+    n, height, width = images.shape
+    if n == 0:
+        raise DatasetError(
+            "no images to build a dataset from: check the data folder, --classes and the split"
+        )
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if crop_size is not None and crop_size > 0:
+        if crop_size > min(height, width):
+            raise ConfigError(
+                f"crop size {crop_size} is larger than the images ({height}x{width}); "
+                f"choose a crop size of at most {min(height, width)} or a larger image size"
+            )
+        out_h = out_w = int(crop_size)
+    else:
+        crop_size = None
+        out_h, out_w = height, width
+    if not 0.0 <= defect_crop_fraction <= 1.0:
+        raise ConfigError(f"defect_crop_fraction must be between 0 and 1, got {defect_crop_fraction}")
+    drop = repeat if drop_remainder is None else drop_remainder
+    if repeat:
+        steps = int(steps_per_epoch) if steps_per_epoch else steps_for(n, batch_size)
+        per_epoch = steps * batch_size
+    else:
+        per_epoch = n
+    reps = max(1, math.ceil(per_epoch / n))
+
+    img_t = tf.constant(images.astype(np.uint8, copy=False))
+    mask_t = tf.constant((masks > 0).astype(np.uint8))
+    defective_t = tf.constant(masks.reshape(n, -1).max(axis=1) > 0)
+    seed_t = tf.constant(int(seed), tf.int64)
+    square = out_h == out_w
+
+    def epoch_order(epoch):
+        if shuffle:
+            keys = tf.random.stateless_uniform([reps, n], seed=tf.stack([seed_t, epoch]))
+            order = tf.reshape(tf.argsort(keys, axis=1, stable=True), [-1])
+        else:
+            order = tf.tile(tf.range(n, dtype=tf.int32), [reps])
+        order = tf.cast(order[:per_epoch], tf.int64)
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.fill([per_epoch], epoch), tf.range(per_epoch, dtype=tf.int64), order)
+        )
+
+    def element(epoch, position, index):
+        key = tf.stack([seed_t, epoch * _EPOCH_STRIDE + position])
+        seeds = tf.random.experimental.stateless_split(key, num=8)
+        pair = tf.stack([tf.gather(img_t, index), tf.gather(mask_t, index)], axis=-1)  # (H, W, 2) uint8
+        if crop_size is not None:
+            pair = _crop(pair, defective_t[index], seeds, crop_size, defect_crop_fraction, height, width)
+        if augment:
+            flip = tf.random.stateless_uniform([], seed=seeds[4]) < 0.5
+            pair = tf.cond(flip, lambda: tf.reverse(pair, axis=[1]), lambda: pair)
+            turns = tf.random.stateless_uniform([], seed=seeds[5], minval=0, maxval=4, dtype=tf.int32)
+            if not square:
+                turns = 2 * (turns // 2)
+            pair = tf.image.rot90(pair, k=turns)
+            pair = tf.ensure_shape(pair, [out_h, out_w, 2])
+        x = tf.cast(pair[..., :1], tf.float32)
+        y = tf.cast(pair[..., 1:], tf.float32)
+        if intensity_jitter:
+            delta = tf.random.stateless_uniform(
+                [], seed=seeds[6], minval=-BRIGHTNESS_DELTA, maxval=BRIGHTNESS_DELTA
+            )
+            factor = tf.random.stateless_uniform(
+                [], seed=seeds[7], minval=CONTRAST_RANGE[0], maxval=CONTRAST_RANGE[1]
+            )
+            mean = tf.reduce_mean(x)
+            x = tf.clip_by_value((x - mean) * factor + mean + delta, 0.0, 255.0)
+        return x, y
+
+    epochs = tf.data.Dataset.range(int(start_epoch), int(start_epoch) + 1)
+    if repeat:
+        epochs = tf.data.Dataset.range(int(start_epoch), np.iinfo(np.int64).max)
+    ds = epochs.flat_map(epoch_order)
+    ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _crop(pair, defective, seeds, crop: int, fraction: float, height: int, width: int):
+    """A ``crop x crop`` window of ``pair`` (H, W, 2): uniform, or around a random defect pixel."""
+    import tensorflow as tf
+
+    top = tf.random.stateless_uniform([], seed=seeds[0], minval=0, maxval=height - crop + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], seed=seeds[1], minval=0, maxval=width - crop + 1, dtype=tf.int32)
+    if fraction > 0.0:
+        use_defect = tf.logical_and(defective, tf.random.stateless_uniform([], seed=seeds[2]) < fraction)
+
+        def around_defect():
+            coords = tf.cast(tf.where(pair[..., 1] > 0), tf.int32)  # (K, 2), K > 0 for defective images
+            sub = tf.random.experimental.stateless_split(seeds[3], num=3)
+            k = tf.random.stateless_uniform(
+                [], seed=sub[0], minval=0, maxval=tf.shape(coords)[0], dtype=tf.int32
+            )
+            span = max(1, crop // 4)
+            jitter = tf.random.stateless_uniform(
+                [2], seed=sub[1], minval=-span, maxval=span + 1, dtype=tf.int32
+            )
+            start = coords[k] + jitter - crop // 2
+            # |jitter| <= crop/4 < crop/2 keeps the chosen pixel inside the window, also after clipping
+            return (
+                tf.clip_by_value(start[0], 0, height - crop),
+                tf.clip_by_value(start[1], 0, width - crop),
+            )
+
+        top, left = tf.cond(use_defect, around_defect, lambda: (top, left))
+    window = tf.slice(pair, tf.stack([top, left, 0]), [crop, crop, 2])
+    return tf.ensure_shape(window, [crop, crop, 2])
+
+
+def dataset_memory_note(n: int, size: int) -> str:
+    """A one-line human description of the cache size for ``n`` images at ``size``."""
+    return f"{n} images at {size}x{size}: decoded cache {cache_bytes(n, size, size) / 1024**2:.0f} MB"
+
+
+__all__ = [
+    "CACHE_ENV",
+    "cache_bytes",
+    "cache_limit_bytes",
+    "dataset_from_arrays",
+    "dataset_memory_note",
+    "load_arrays",
+    "make_dataset",
+    "steps_for",
+]
