@@ -55,9 +55,9 @@ def official_files(class_id: int, prefix: str = "") -> dict[str, bytes]:
             files[f"{base}/{i}.PNG"] = _png(40 * (k + 1))
             if k == 1:
                 files[f"{base}/Label/{i}_label.PNG"] = _png(255)
-                rows.append(f"{k + 1}\t1\t{i}.PNG\t0\t{i}_label.PNG")
-            else:
-                rows.append(f"{k + 1}\t0\t{i}.PNG\t0\t")
+                rows.append(f"{i}\t1\t{i}.PNG\t0\t{i}_label.PNG")
+            else:  # as shipped: defect-free rows end in a trailing tab
+                rows.append(f"{i}\t0\t{i}.PNG\t0\t0\t")
         files[f"{base}/Label/Labels.txt"] = ("\n".join(rows) + "\n").encode()
     return files
 
