@@ -359,6 +359,12 @@ def test_scan_no_dagm_layout(tmp_path):
     assert "nested mirror" in str(exc.value) and "development set" in str(exc.value)
 
 
+def test_scan_split_folder_given(tmp_path):
+    write_official(tmp_path, classes=(1,))
+    with pytest.raises(DatasetError, match="this is a split folder; point at the ClassN folder"):
+        scan(tmp_path / "Class1" / "Train")
+
+
 def test_scan_file_not_folder(tmp_path):
     f = tmp_path / "x.zip"
     f.write_bytes(b"PK")

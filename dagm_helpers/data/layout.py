@@ -580,6 +580,11 @@ def scan(root: str | Path) -> SampleIndex:
         raise DatasetError(f"{root}: the folder is empty; {EXPECTED_LAYOUTS}")
     folders = _class_folders(root)
     if not folders:
+        if root.name.lower() in ("train", "test", "label"):
+            raise DatasetError(
+                f"{root}: this is a split folder; point at the ClassN folder above it (or the folder that holds "
+                "the ClassN folders)"
+            )
         raise DatasetError(f"{root}: no DAGM class folders found; {EXPECTED_LAYOUTS}")
     seen: dict[int, Path] = {}
     for class_id, _, folder in folders:
