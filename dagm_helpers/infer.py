@@ -177,12 +177,13 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     loading would run code stored in it (a ``Lambda`` layer: refused, never executed), and for a model
     whose input is not one grey channel or whose output is not one sigmoid channel.
     """
+    path = Path(path)
+    _check_archive(path)  # before importing TensorFlow: a bad path fails in a fraction of a second
+
     import keras
 
     from . import losses, metrics  # noqa: F401  (register the project's custom objects)
 
-    path = Path(path)
-    _check_archive(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as exc:
@@ -637,6 +638,7 @@ def evaluate_cli(args: Any) -> dict[str, Any]:
     from .data.layout import scan
 
     profile = resolve_profile(getattr(args, "profile", None))
+    model = load_model(args.model)  # fail fast, before any data is generated or scanned
     root = resolve_data(getattr(args, "data", None), profile)
     index = scan(root)
     classes = tuple(args.classes) if getattr(args, "classes", None) else tuple(profile.classes)
@@ -651,7 +653,6 @@ def evaluate_cli(args: Any) -> dict[str, Any]:
             f"{root}: no images for class(es) {', '.join(map(str, classes))} in split {split!r}; "
             f"the folder has: {have}. Choose --classes/--split from those"
         )
-    model = load_model(args.model)
     result = evaluate(
         model,
         selected,

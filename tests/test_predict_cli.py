@@ -1,0 +1,194 @@
+"""``python -m dagm_helpers predict`` and ``evaluate``: files of any size, CSV, JSON keys, clean errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from dagm_helpers import cli, infer
+from dagm_helpers.errors import DatasetError
+from dagm_helpers.model import small_unet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    small_unet(filters=4, depth=2).save(path)
+    return path
+
+
+@pytest.fixture()
+def inputs(tmp_path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (500, 500), dtype=np.uint8)).save(d / "square.png")
+    Image.fromarray(rng.integers(0, 256, (333, 517), dtype=np.uint8)).save(d / "odd.PNG")
+    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(d / "colour.png")
+    (d / "README.txt").write_text("not an image")
+    return d
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_predict_cli_writes_masks_overlays_and_csv(model_path, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning) as record:
+        code = cli.main(["predict", "--model", str(model_path), "--input", str(inputs), "--out", str(out)])
+    assert code == 0
+    messages = [str(w.message) for w in record]
+    assert any("skipping 1 non-image file(s): README.txt" in m for m in messages)
+    assert any("colour.png" in m and "grey" in m for m in messages)  # RGB converted with a warning
+    for stem, shape in [("square", (500, 500)), ("odd", (333, 517)), ("colour", (64, 80))]:
+        mask = np.array(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
+        overlay = np.array(Image.open(out / f"{stem}_overlay.png"))
+        assert overlay.shape == (*shape, 3)
+    rows = _read_csv(out / "predictions.csv")
+    assert [r["file"] for r in rows] == ["colour.png", "odd.PNG", "square.png"]
+    assert list(rows[0]) == ["file", "defect_score", "defective", "defect_area_px", "error"]
+    for r in rows:
+        mask = np.array(Image.open(out / f"{Path(r['file']).stem}_mask.png"))
+        assert int(r["defect_area_px"]) == int((mask == 255).sum())
+        assert 0.0 <= float(r["defect_score"]) <= 1.0
+        assert r["defective"] == ("yes" if float(r["defect_score"]) >= 0.5 else "no")
+    assert not list(out.glob(".tmp-*"))  # atomic writes leave no temporaries
+    assert "predictions written to" in capsys.readouterr().out
+
+
+def test_predict_masks_match_predict_proba_and_overlay_edges(model_path, tmp_path):
+    img = np.full((48, 40), 120, np.uint8)
+    img[10:30, 12:28] = 250
+    Image.fromarray(img).save(tmp_path / "one.png")
+    # threshold chosen inside the probability range so the mask is neither empty nor full
+    prob = infer.predict_proba(infer.load_model(model_path), img)
+    threshold = float(np.median(prob))
+    out = infer.predict_files(
+        model_path, tmp_path / "one.png", tmp_path / "o", threshold=threshold, progress=False
+    )
+    mask = np.array(Image.open(out / "one_mask.png")) > 0
+    np.testing.assert_array_equal(mask, prob >= threshold)
+    overlay = np.array(Image.open(out / "one_overlay.png"))
+    red = (overlay[..., 0] == 255) & (overlay[..., 1] == 0) & (overlay[..., 2] == 0)
+    assert red.any() and not red[~mask].any()  # edges drawn only on the predicted defect's rim
+    np.testing.assert_array_equal(overlay[~red][:, 0], img[~red])  # elsewhere: the grey image
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_predict_skips_unreadable_image_and_records_error(model_path, inputs, tmp_path):
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="broken.png: skipped"):
+        infer.predict_files(model_path, inputs, out, progress=False)
+    rows = {r["file"]: r for r in _read_csv(out / "predictions.csv")}
+    assert rows["broken.png"]["defective"] == "error" and rows["broken.png"]["error"]
+    assert rows["square.png"]["defective"] in ("yes", "no") and (out / "square_mask.png").exists()
+
+
+def test_predict_folder_without_images(model_path, tmp_path, capsys):
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "notes.txt").write_text("x")
+    with pytest.warns(UserWarning, match="notes.txt"), pytest.raises(DatasetError, match="no image files"):
+        infer.predict_files(model_path, d, tmp_path / "out")
+    with pytest.warns(UserWarning):
+        code = cli.main(
+            ["predict", "--model", str(model_path), "--input", str(d), "--out", str(tmp_path / "o")]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "no image files" in err[0]
+
+
+def test_predict_same_stem_does_not_overwrite(model_path, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(d / "a.png")
+    Image.fromarray(np.zeros((24, 20), np.uint8)).save(d / "a.bmp")
+    out = infer.predict_files(model_path, d, tmp_path / "o", progress=False)
+    assert np.array(Image.open(out / "a_bmp_mask.png")).shape == (24, 20)
+    assert np.array(Image.open(out / "a_png_mask.png")).shape == (16, 16)
+
+
+@pytest.mark.filterwarnings("ignore:.*non-image file")
+@pytest.mark.parametrize("payload", [b"", b"PK\x03\x04 truncated", b"garbage" * 100])
+def test_predict_corrupt_model_one_error_line(payload, inputs, tmp_path, capsys):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(payload)
+    code = cli.main(["predict", "--model", str(bad), "--input", str(inputs), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "bad.keras" in err[0]
+    assert not (tmp_path / "o").exists()  # nothing written before the model loaded
+
+
+def test_predict_subprocess_corrupt_model(model_path, inputs, tmp_path):
+    """The real ``python -m dagm_helpers`` entry point: truncated model -> one error line, exit 2."""
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(model_path.read_bytes()[:500])
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagm_helpers", "predict", "--model", str(bad), "--input", str(inputs / "odd.PNG"),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2
+    assert err[-1].startswith("error: ") and "bad.keras" in err[-1] and "not a zip file" in err[-1]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- evaluate
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from dagm_helpers.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("data") / "dagm", classes=[1], images_per_split=6, seed=0)
+
+
+def test_evaluate_cli_json(model_path, data_dir, capsys):
+    code = cli.main(
+        ["evaluate", "--model", str(model_path), "--data", str(data_dir), "--classes", "1", "--json"]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert set(infer.EVAL_KEYS) <= set(result)
+    assert result["images"] == 6 and 0 < result["defective_images"] < 6
+    for key in infer.EVAL_KEYS:
+        if key in ("images", "defective_images", "seconds"):
+            continue
+        value = result[key]
+        assert value is None or 0.0 <= value <= 1.0, key
+    assert result["image_auroc"] is not None  # both classes present
+    assert result["seconds"] >= 0 and result["threshold"] == 0.5
+
+
+def test_evaluate_cli_empty_selection(model_path, data_dir, capsys):
+    code = cli.main(["evaluate", "--model", str(model_path), "--data", str(data_dir), "--classes", "7"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "class(es) 7" in err[0] and "'Test'" in err[0] and "class 1 Test" in err[0]
+
+
+def test_evaluate_cli_corrupt_model(data_dir, tmp_path, capsys):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(os.urandom(256))
+    code = cli.main(["evaluate", "--model", str(bad), "--data", str(data_dir), "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "model.keras" in err[0]
