@@ -226,7 +226,7 @@ def _tex_interference(rng: np.random.Generator, p: dict) -> np.ndarray:
     shp = (SIZE, SIZE)
     hf = _noise(rng, _radial_amp(shp, p["beta"], klow=0.02), shp)
     moire = _noise(rng, _ring_amp(shp, 0.45, 0.02), shp)
-    low = _low_noise(rng, 3.0, 0.03, 2)
+    low = _low_noise(rng, p["mottle_beta"], p["mottle_khigh"], 2)
     env = 1 + 0.3 * low[0]
     z = (hf + p["moire"] * moire) * env + p["mottle"] * low[1]
     return _tone(_standardise(z), rng.normal(p["mean"], p["mean_sd"]), p["std"], skew=p["skew"])
@@ -282,6 +282,7 @@ def _tex_radial(rng: np.random.Generator, p: dict) -> np.ndarray:
     grain = _noise(rng, _radial_amp((SIZE, SIZE), p["grain_beta"], khigh=0.25), (SIZE, SIZE))
     grain = grain - np.roll(grain, 1, axis=1)  # embossed paper-like grain
     z = field / (field.std() + 1e-6) + p["grain"] * grain / (grain.std() + 1e-6)
+    z = z + p["shading"] * _low_noise(rng, 3.0, 0.01)
     return _tone(_standardise(z), rng.normal(p["mean"], p["mean_sd"]), p["std"])
 
 
@@ -499,13 +500,13 @@ class ClassSpec:
 CLASS_SPECS: dict[int, ClassSpec] = {
     1: ClassSpec(1, "interference",
         "dark moire-like interference pattern (like real class 1); defect: a smoothed, flat patch",
-        dict(beta=0.4, moire=0.5, mottle=0.3, mean=69, mean_sd=4, std=27, skew=0.15),
+        dict(beta=0.4, moire=0.5, mottle=0.45, mottle_beta=2.0, mottle_khigh=0.05, mean=69, mean_sd=4, std=27, skew=0.15),
         dict(kind="blur", radius=(14, 34), aspect=1.6, irregular=0.3, sigma=6.0, strength=(0.75, 1.0),
              contrast=(0, 0))),
     2: ClassSpec(2, "fibres",
         "high-contrast near-vertical fibres (like real class 2); defect: a thin dark curved scratch",
         dict(angle=0.0, tilt=0.08, sigma_along=0.035, beta=0.0, k_across=1.5, mottle=0.0,
-             mean=97, mean_sd=10, std=56, skew=0.15, squash=1.6),
+             mean=97, mean_sd=10, std=56, skew=0.35, squash=0.5),
         dict(kind="scratch", length=(50, 140), width=(1.2, 2.2), bend=1.4, contrast=(1.2, 2.2))),
     3: ClassSpec(3, "woven",
         "woven cross-hatch (basket weave) of coarse threads; defect: a patch of the weave rotated",
@@ -514,7 +515,7 @@ CLASS_SPECS: dict[int, ClassSpec] = {
         dict(kind="rotate", radius=(16, 34), aspect=1.4, irregular=0.15, turn=(0.35, 0.8), contrast=(0, 0))),
     4: ClassSpec(4, "radial",
         "bright surface with embossed radial brush strokes (like real class 4); defect: a thin dark scratch",
-        dict(threshold=0.9, relief=0.8, swirl=0.4, grain=0.35, grain_beta=1.0, mean=176, mean_sd=7, std=18),
+        dict(threshold=0.9, relief=0.8, swirl=0.4, grain=0.35, grain_beta=1.0, shading=0.5, mean=176, mean_sd=7, std=18),
         dict(kind="scratch", length=(60, 150), width=(1.2, 2.0), bend=1.0, contrast=(2.0, 3.5))),
     5: ClassSpec(5, "speckle",
         "fine bright speckle (sand-like grain); defect: a soft dark spot",

@@ -1,0 +1,192 @@
+"""Compare the generator with the real DAGM sample: a figure and a statistics table.
+
+    python -m dagm_helpers.data.synth_report --out docs/figures [--real ../shared/dagm_sample]
+
+Writes ``synthetic_vs_real.png`` (example tiles of all ten generated classes, then,
+for each real class in the sample, intensity histograms and radially averaged power
+spectra of real and generated images) and prints a Markdown table of mean, standard
+deviation, skewness and spectral slope. Real images are only measured, never drawn:
+the sample's terms of use do not allow copying them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from . import synth
+
+#: The real sample's default place: ``../shared/dagm_sample`` next to the repository.
+DEFAULT_REAL = Path(__file__).resolve().parents[3] / "shared" / "dagm_sample"
+REAL_ENV = "DAGM_SAMPLE"
+
+
+def radial_spectrum(image: np.ndarray) -> np.ndarray:
+    """Radially averaged power spectrum (index = radius in frequency bins, 0 .. side/2)."""
+    a = image.astype(np.float64)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(a - a.mean()))) ** 2 / a.size
+    h, w = a.shape
+    yy, xx = np.indices(a.shape)
+    r = np.hypot(yy - h // 2, xx - w // 2).astype(int)
+    spectrum = np.bincount(r.ravel(), power.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
+    return spectrum[: min(h, w) // 2 + 1]
+
+
+def spectral_slope(spectrum: np.ndarray, lo: int = 4, hi: int = 200) -> float:
+    """Slope of log power against log frequency between radii ``lo`` and ``hi``."""
+    k = np.arange(lo, min(hi, len(spectrum)))
+    return float(np.polyfit(np.log(k), np.log(spectrum[k] + 1e-12), 1)[0])
+
+
+def image_stats(images: list[np.ndarray]) -> dict:
+    """Mean, std, skewness, spectral slope (averaged over images) and the pooled histogram and spectrum."""
+    flat = [i.astype(np.float64).ravel() for i in images]
+    spectra = [radial_spectrum(i) for i in images]
+    skews = [float(((f - f.mean()) ** 3).mean() / f.std() ** 3) for f in flat]
+    return {
+        "n": len(images),
+        "mean": float(np.mean([f.mean() for f in flat])),
+        "std": float(np.mean([f.std() for f in flat])),
+        "skew": float(np.mean(skews)),
+        "slope": float(np.mean([spectral_slope(s) for s in spectra])),
+        "hist": np.bincount(np.concatenate([i.ravel() for i in images]), minlength=256)
+        / sum(i.size for i in images),
+        "spectrum": np.mean(spectra, axis=0),
+    }
+
+
+def real_images(root: Path, class_id: int) -> list[np.ndarray]:
+    """All images of one class in the real sample (any split), as uint8 arrays."""
+    from PIL import Image
+
+    files = sorted(p for p in (root / f"Class{class_id}").rglob("*") if p.suffix.lower() == ".png")
+    files = [p for p in files if not p.stem.lower().endswith("_label")]
+    out = []
+    for p in files:
+        with Image.open(p) as im:
+            out.append(np.asarray(im.convert("L")))
+    return out
+
+
+def generated_images(class_id: int, n: int = 12, seed: int = 0) -> list[np.ndarray]:
+    """``n`` generated images of a class, with the real defect share."""
+    ids = synth.sample_ids(class_id, "Train", n)
+    flags = synth.defect_flags(class_id, "Train", ids, seed)
+    return [synth.generate_image(class_id, "Train", i, seed, flags[i]).image for i in ids]
+
+
+def compare(real_root: Path | None, n: int = 12) -> dict[int, dict]:
+    """Statistics of real and generated images for every class present in the real sample."""
+    classes = []
+    if real_root is not None and real_root.is_dir():
+        classes = sorted(
+            int(p.name[5:]) for p in real_root.iterdir() if p.is_dir() and p.name.lower().startswith("class")
+        )
+    result = {}
+    for c in classes:
+        real = real_images(real_root, c)
+        if real:
+            result[c] = {"real": image_stats(real), "generated": image_stats(generated_images(c, n))}
+    return result
+
+
+def markdown_table(stats: dict[int, dict]) -> str:
+    """The table that docs/synthetic_data.md shows."""
+    lines = [
+        "| class | source | images | mean | std | skewness | spectral slope |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c, pair in stats.items():
+        for source in ("real", "generated"):
+            s = pair[source]
+            lines.append(
+                f"| {c} | {source} | {s['n']} | {s['mean']:.1f} | {s['std']:.1f} | {s['skew']:.2f} | {s['slope']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def figure(stats: dict[int, dict], out: Path, seed: int = 0) -> Path:
+    """Draw the comparison figure into ``out/synthetic_vs_real.png`` (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import ndimage as ndi
+
+    rows = len(stats)
+    fig = plt.figure(figsize=(15, 6.4 + 3.2 * rows))
+    grid = fig.add_gridspec(2 + rows, 5, height_ratios=[1, 1] + [0.9] * rows, hspace=0.45, wspace=0.3)
+    for k, c in enumerate(range(1, 11)):
+        ax = fig.add_subplot(grid[k // 5, k % 5])
+        s = synth.generate_image(c, "Test", "0001", seed, defective=True)
+        rgb = np.repeat(s.image[:, :, None], 3, axis=2)
+        m = s.mask > 0
+        rgb[m & ~ndi.binary_erosion(m, iterations=2)] = (255, 40, 40)
+        ax.imshow(rgb)
+        spec = synth.CLASS_SPECS[c]
+        ax.set_title(f"generated class {c}: {spec.texture}\ndefect: {spec.defect['kind']}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    colours = {"real": "#1f77b4", "generated": "#ff7f0e"}
+    for row, (c, pair) in enumerate(stats.items()):
+        ax_h = fig.add_subplot(grid[2 + row, 0:2])
+        ax_s = fig.add_subplot(grid[2 + row, 2:4])
+        ax_t = fig.add_subplot(grid[2 + row, 4])
+        for source, s in pair.items():
+            label = f"{source} ({s['n']} images)"
+            ax_h.plot(np.arange(256), s["hist"], color=colours[source], label=label)
+            k = np.arange(1, len(s["spectrum"]))
+            ax_s.loglog(
+                k / 512, s["spectrum"][1:], color=colours[source], label=f"{label}, slope {s['slope']:.2f}"
+            )
+        ax_h.set(
+            title=f"class {c}: intensity histogram",
+            xlabel="grey level",
+            ylabel="share of pixels",
+            xlim=(0, 255),
+        )
+        ax_s.set(
+            title=f"class {c}: radially averaged power spectrum",
+            xlabel="spatial frequency (cycles/pixel)",
+            ylabel="power",
+        )
+        ax_h.legend(fontsize=8)
+        ax_s.legend(fontsize=8)
+        ax_t.imshow(generated_images(c, 1)[0][:192, :192], cmap="gray", vmin=0, vmax=255)
+        ax_t.set_title(f"generated class {c}, 192 px crop", fontsize=9)
+        ax_t.set_xticks([])
+        ax_t.set_yticks([])
+    fig.suptitle(
+        "Built-in DAGM-like generator: all ten classes (red: label ellipse), and real vs generated statistics",
+        fontsize=12,
+    )
+    dest = Path(out) / "synthetic_vs_real.png"
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/figures", help="folder for synthetic_vs_real.png")
+    parser.add_argument(
+        "--real", default=os.environ.get(REAL_ENV) or str(DEFAULT_REAL), help="the real DAGM sample folder"
+    )
+    parser.add_argument("--images", type=int, default=12, help="generated images per class to measure")
+    args = parser.parse_args(argv)
+    real = Path(args.real)
+    if not real.is_dir():
+        print(f"note: no real sample at {real}; the figure shows generated classes only")
+    stats = compare(real if real.is_dir() else None, args.images)
+    print(f"figure: {figure(stats, Path(args.out))}")
+    print(markdown_table(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
