@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dagm_helpers import infer
-from dagm_helpers.errors import ConfigError, ModelFileError
+from dagm_helpers.errors import ConfigError, DatasetError, ModelFileError
 from dagm_helpers.model import small_unet
 
 
@@ -306,6 +306,11 @@ def test_evaluate_on_generated_data(tmp_path):
     for key in ("image_auroc", "image_ap"):
         assert r[key] is None or 0.0 <= r[key] <= 1.0
     assert r["threshold"] == 0.5 and r["seconds"] >= 0
+
+
+def test_evaluate_empty_selection_is_an_error():
+    with pytest.raises(DatasetError, match="no samples"):
+        infer.evaluate(_tiny_unet(), [])
 
 
 def test_evaluate_streams_in_chunks(tmp_path, monkeypatch):
