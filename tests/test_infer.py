@@ -53,6 +53,18 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
     files["lambda"] = d / "lambda.keras"
     keras.Model(inp, out).save(files["lambda"])
 
+    files["lambda_h5"] = d / "lambda.h5"  # legacy HDF5 format: safe mode applies too
+    keras.Model(inp, out).save(files["lambda_h5"])
+
+    class Unregistered(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    inp = keras.Input((None, None, 1))
+    out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(Unregistered()(inp))
+    files["custom"] = d / "custom.keras"
+    keras.Model(inp, out).save(files["custom"])
+
     inp = keras.Input((None, None, 3))
     out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp)
     files["rgb"] = d / "rgb.keras"
@@ -105,12 +117,20 @@ def test_load_model_missing_file_and_folder(tmp_path):
         infer.load_model(tmp_path)
 
 
-def test_load_model_refuses_lambda_without_running_it(model_files):
+@pytest.mark.parametrize("kind", ["lambda", "lambda_h5"])
+def test_load_model_refuses_lambda_without_running_it(model_files, kind):
     with pytest.raises(ModelFileError) as err:
-        infer.load_model(model_files["lambda"])
+        infer.load_model(model_files[kind])
     msg = str(err.value)
-    assert "lambda.keras" in msg
+    assert model_files[kind].name in msg
     assert "refuses to run code" in msg and "safe_mode=False" in msg and "trust" in msg
+
+
+def test_load_model_unknown_custom_layer(model_files):
+    with pytest.raises(
+        ModelFileError, match="custom.keras: the model uses a layer or object .* does not know"
+    ):
+        infer.load_model(model_files["custom"])
 
 
 @pytest.mark.parametrize(
