@@ -116,6 +116,16 @@ def _standardise(a: np.ndarray) -> np.ndarray:
     return (a / (a.std(dtype=np.float64) + 1e-12)).astype(np.float32)
 
 
+def _noise_scale(amp: np.ndarray, shape: tuple[int, int]) -> float:
+    """1 / the expected standard deviation of :func:`_noise`'s raw output for ``amp``."""
+    weights = np.full(amp.shape[1], 2.0)
+    weights[0] = 1.0
+    if shape[1] % 2 == 0:
+        weights[-1] = 1.0
+    power = float(((amp.astype(np.float64) ** 2).sum(axis=0) * weights).sum() - amp[0, 0] ** 2)
+    return float(shape[0] * shape[1] / math.sqrt(2 * max(power, 1e-30)))
+
+
 def _noise(rng: np.random.Generator, amp: np.ndarray, shape: tuple[int, int], n: int = 1) -> np.ndarray:
     """Gaussian noise with the spectral amplitude ``amp`` (rfft layout), standardised; ``n`` fields."""
     spec = np.empty((n, *amp.shape), np.complex64)
@@ -124,8 +134,7 @@ def _noise(rng: np.random.Generator, amp: np.ndarray, shape: tuple[int, int], n:
     spec *= amp
     spec[:, 0, 0] = 0
     out = sfft.irfft2(spec, s=shape, axes=(-2, -1), workers=1).astype(np.float32, copy=False)
-    out -= out.mean(axis=(-2, -1), keepdims=True)
-    out /= out.std(axis=(-2, -1), keepdims=True) + 1e-12
+    out *= _noise_scale(amp, shape)  # unit variance in expectation (Parseval), no pass over the data
     return out if n > 1 else out[0]
 
 
@@ -166,6 +175,16 @@ def _fibre_amp(
     return amp.astype(np.float32)
 
 
+def _upsample(z: np.ndarray, factor: int) -> np.ndarray:
+    """Periodic linear interpolation of a square field by an integer ``factor`` (pure broadcasting)."""
+    if factor == 1:
+        return z
+    t = (np.arange(factor, dtype=np.float32) / factor)[None, :, None]
+    rows = (z[:, None, :] * (1 - t) + np.roll(z, -1, axis=0)[:, None, :] * t).reshape(-1, z.shape[1])
+    t = t.reshape(1, 1, factor)
+    return (rows[:, :, None] * (1 - t) + np.roll(rows, -1, axis=1)[:, :, None] * t).reshape(rows.shape[0], -1)
+
+
 def _low_noise(rng: np.random.Generator, beta: float, khigh: float, n: int = 1) -> np.ndarray:
     """Smooth noise (power ~ k**-beta below ``khigh`` cycles/pixel) made small and upsampled: cheap."""
     factor = 1
@@ -174,15 +193,7 @@ def _low_noise(rng: np.random.Generator, beta: float, khigh: float, n: int = 1) 
     small = SIZE // factor
     z = _noise(rng, _radial_amp((small, small), beta, 1 / small, 0.0, khigh * factor), (small, small), n)
     z = z.reshape(n, small, small)
-    # periodic bilinear upsampling (the noise is periodic, so wrap at the borders)
-    pos = (np.arange(SIZE, dtype=np.float32) + 0.5) / factor - 0.5
-    i0 = np.floor(pos).astype(np.int32)
-    f = (pos - i0)[None, :]
-    i0 %= small
-    i1 = (i0 + 1) % small
-    rows = z[:, i0, :] * (1 - f.T)[None] + z[:, i1, :] * f.T[None]
-    out = rows[:, :, i0] * (1 - f)[None] + rows[:, :, i1] * f[None]
-    out = np.stack([_standardise(o) for o in out])
+    out = np.stack([_standardise(_upsample(o, factor)) for o in z])
     return out if n > 1 else out[0]
 
 
