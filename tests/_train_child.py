@@ -4,7 +4,7 @@ As a module: :func:`make_tiny_dagm` writes a small, trivially learnable data set
 official layout (``Class1/{Train,Test}/NNNN.PNG``, ``Label/NNNN_label.PNG``,
 ``Label/Labels.txt``): grey noise with bright elliptical defects that match their masks.
 
-As a script (``python tests/_train_child.py DATA OUT EPOCHS [--resume]``): trains the
+As a script (``python tests/_train_child.py DATA OUT EPOCHS [--resume] [--marker FILE]``): trains the
 deterministic smoke configuration used by the kill test, printing a line per epoch.
 """
 
@@ -50,11 +50,34 @@ def make_tiny_dagm(
     return root
 
 
-def child_config(data: str | Path, out: str | Path, epochs: int, resume: bool = False):
+def _marker_callback(marker: str | Path):
+    """A callback that slows batches a little and touches ``marker`` in the middle of epoch 2."""
+    import time
+
+    import keras
+
+    class Marker(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.05)
+            if self.epoch >= 1 and batch == 2:
+                Path(marker).touch()
+
+    return Marker()
+
+
+def child_config(
+    data: str | Path, out: str | Path, epochs: int, resume: bool = False, marker: str | Path | None = None
+):
     """The deterministic configuration the kill test trains (smoke profile, tiny data)."""
     from dagm_helpers.train import TrainConfig
 
     return TrainConfig(
+        callbacks=[_marker_callback(marker)] if marker else [],
         out=out,
         data=str(data),
         classes=(1,),
@@ -80,8 +103,9 @@ def main(argv: list[str]) -> int:
 
     data, out, epochs = argv[0], argv[1], int(argv[2])
     resume = "--resume" in argv
+    marker = argv[argv.index("--marker") + 1] if "--marker" in argv else None
     try:
-        train(child_config(data, out, epochs, resume))
+        train(child_config(data, out, epochs, resume, marker))
     except TrainingInterrupted as exc:
         print(f"child: {exc}", flush=True)
         return exc.exit_status

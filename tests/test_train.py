@@ -1,0 +1,297 @@
+"""Training engine: run folder, learning, reproducibility, resume, NaN stop, kill + resume, devices, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _train_child import child_config, make_tiny_dagm
+
+import dagm_helpers.losses  # noqa: F401 - registers the custom objects that checkpoints name
+import dagm_helpers.metrics  # noqa: F401
+from dagm_helpers import train as train_mod
+from dagm_helpers.errors import ConfigError, TrainingError
+from dagm_helpers.train import HISTORY_COLUMNS, TrainConfig, train
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+STEPS = 6  # steps per epoch of child_config
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_dagm(tmp_path_factory.mktemp("tiny-train"), n_train=16, n_test=6, size=64)
+
+
+@pytest.fixture(scope="module")
+def run3(data, tmp_path_factory):
+    """An uninterrupted 3-epoch run of the deterministic child configuration."""
+    return train(child_config(data, tmp_path_factory.mktemp("runs") / "full3", 3))
+
+
+def _weights(path):
+    import keras
+
+    return keras.saving.load_model(path, compile=False).get_weights()
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True))
+
+
+# ----------------------------------------------------------------------------- run folder
+def test_run_folder_files_and_columns(run3):
+    d = run3.dir
+    for name in ("config.json", "history.csv", "model.keras", "last.keras", "state.json", "metrics.json"):
+        assert (d / name).is_file(), name
+    with open(d / "history.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == HISTORY_COLUMNS
+        rows = list(reader)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss", "val_loss", "lr", "elapsed_s"))
+    assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("iou", "dice", "val_iou", "val_dice"))
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["profile"]["name"] == "smoke" and cfg["profile"]["crop_size"] == 32
+    assert cfg["steps_per_epoch"] == STEPS and cfg["replicas"] == 1 and cfg["global_batch_size"] == 2
+    assert cfg["train_config"]["seed"] == 7 and "tensorflow" in cfg["versions"]
+    state = json.loads((d / "state.json").read_text())
+    assert state["epochs_done"] == 3 and state["optimizer_iterations"] == 3 * STEPS
+    assert run3.history == train_mod.read_history(d / "history.csv")
+    assert run3.metrics["epochs_done"] == 3 and run3.metrics["checkpoint"] == "model.keras"
+    # the best checkpoint is the epoch with the highest val_dice_defective
+    best = max(range(3), key=lambda i: (float(rows[i]["val_dice_defective"]), -i))
+    assert run3.metrics["best_epoch"] == best
+
+
+def test_checkpoints_load_in_safe_mode_with_optimizer_state(run3):
+    from dagm_helpers import infer
+
+    model = infer.load_model(run3.dir / "model.keras")
+    assert model.output_shape[-1] == 1
+    import keras
+
+    last = keras.saving.load_model(run3.dir / "last.keras", compile=True, safe_mode=True)
+    assert int(last.optimizer.iterations) == 3 * STEPS
+
+
+def test_training_loss_falls(data, tmp_path):
+    cfg = child_config(data, tmp_path / "learn", 4)
+    cfg.lr, cfg.steps_per_epoch, cfg.batch_size = 3e-3, 10, 4
+    run = train(cfg)
+    losses = [r["loss"] for r in run.history]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_no_run_to_resume_and_no_silent_overwrite(data, run3, tmp_path):
+    with pytest.raises(TrainingError, match="cannot resume"):
+        train(child_config(data, tmp_path / "empty", 2, resume=True))
+    with pytest.raises(ConfigError, match="already holds a training run.*--resume"):
+        train(child_config(data, run3.dir, 3))
+
+
+def test_bad_overrides_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        TrainConfig(out=tmp_path, profile="smoke", crop_size=30).resolve_profile()
+    with pytest.raises(ConfigError, match="learning rate"):
+        TrainConfig(out=tmp_path, profile="smoke", lr=-1.0).resolve_profile()
+    assert TrainConfig(out=tmp_path, profile="cpu", crop_size=0).resolve_profile().crop_size is None
+
+
+# ----------------------------------------------------------------------------- determinism and resume
+def test_same_seed_same_history_and_resume_continues(data, run3, tmp_path):
+    """Reproducibility (same seed -> same history) and --resume (epoch count, optimizer state)."""
+    two = train(child_config(data, tmp_path / "r", 2))
+    for a, b in zip(two.history, run3.history[:2], strict=False):
+        for key in ("loss", "iou", "val_loss", "val_dice", "val_dice_defective"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    resumed = train(child_config(data, tmp_path / "r", 3, resume=True))
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+    import keras
+
+    last = keras.saving.load_model(tmp_path / "r" / "last.keras", compile=True)
+    assert int(last.optimizer.iterations) == 3 * STEPS
+    assert resumed.history[2]["elapsed_s"] > resumed.history[1]["elapsed_s"]
+    # the resumed run ends where the uninterrupted one did (CPU: bit-identical; tolerance 1e-6)
+    assert _max_diff(_weights(tmp_path / "r" / "last.keras"), _weights(run3.dir / "last.keras")) <= 1e-6
+
+
+def test_time_budget_stops_after_the_epoch(data, tmp_path):
+    cfg = child_config(data, tmp_path / "budget", 5)
+    cfg.max_minutes = 1e-4  # 6 ms: crossed during the first epoch
+    run = train(cfg)
+    assert run.stopped == "time_budget" and len(run.history) == 1
+
+
+# ----------------------------------------------------------------------------- NaN
+def test_nan_loss_stops_with_training_error_and_keeps_checkpoint(data, tmp_path):
+    cfg = child_config(data, tmp_path / "nan", 3)
+    cfg.lr = 1e30
+    with pytest.raises(TrainingError, match="lower learning rate") as info:
+        train(cfg)
+    assert "nan" in str(info.value).lower() or "inf" in str(info.value).lower()
+    weights = _weights(tmp_path / "nan" / "last.keras")  # loadable, and finite
+    assert all(np.isfinite(w).all() for w in weights)
+    rows = train_mod.read_history(tmp_path / "nan" / "history.csv")
+    assert all(math.isfinite(r["loss"]) for r in rows)
+
+
+# ----------------------------------------------------------------------------- kill test
+def _child(args, **kw):
+    env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "_train_child.py"), *map(str, args)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def test_sigterm_mid_epoch_keeps_files_and_resume_matches_uninterrupted_run(data, tmp_path):
+    epochs = 4
+    out, marker = tmp_path / "killed", tmp_path / "mid-epoch-2"
+    proc = _child([data, out, epochs, "--marker", marker])
+    deadline = time.monotonic() + 300
+    while not marker.exists():  # touched in the middle of the second epoch, after epoch 1 was saved
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "child never reached epoch 2"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "interrupted by SIGTERM" in output
+    rows = train_mod.read_history(out / "history.csv")
+    assert [r["epoch"] for r in rows] == [0]  # the unfinished epoch 2 is not recorded
+    import keras
+
+    last = keras.saving.load_model(out / "last.keras", compile=True)
+    assert int(last.optimizer.iterations) == STEPS
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+    # resume to the end in a fresh process, and compare with a run that never stopped
+    proc = _child([data, out, epochs, "--resume"])
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output
+    assert [r["epoch"] for r in train_mod.read_history(out / "history.csv")] == [0, 1, 2, 3]
+    ref = train(child_config(data, tmp_path / "ref", epochs))
+    assert len(ref.history) == epochs
+    assert _max_diff(_weights(out / "last.keras"), _weights(tmp_path / "ref" / "last.keras")) <= 1e-6
+
+
+# ----------------------------------------------------------------------------- helpers and strategy
+def test_epoch_line_format():
+    row = {
+        "epoch": 2,
+        "loss": 0.41234,
+        "iou": 0.5,
+        "dice": 0.625,
+        "val_loss": 0.4,
+        "val_iou": 0.5,
+        "val_dice": 0.6,
+        "val_dice_defective": 0.71,
+        "lr": 9.1e-4,
+        "elapsed_s": 37.0,
+    }
+    assert train_mod.format_epoch_line(row, 40, 12.34, improved=True) == (
+        "epoch 3/40 - 12.3s - loss 0.4123 - iou 0.5000 - dice 0.6250 - val_loss 0.4000 - val_iou 0.5000 "
+        "- val_dice 0.6000 - val_dice_defective 0.7100 * - lr 9.10e-04 - elapsed 37.0s"
+    )
+
+
+def test_validation_scores_known_answer():
+    class Fake:
+        def predict(self, x, batch_size, verbose):
+            p = np.zeros(x.shape, np.float32)
+            p[0, :2, :2] = 0.9  # image 0: predicts 4 px, truth 2 of them + 2 more -> tp 2 fp 2 fn 2
+            return p
+
+    images = np.zeros((2, 4, 4), np.uint8)
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, :2, 0] = 1
+    masks[0, 2:, 0] = 1
+    scores = train_mod.validation_scores(Fake(), images, masks, lambda y, p: 0.5, batch_size=2)
+    assert scores["val_iou"] == pytest.approx(2 / 6)
+    assert scores["val_dice"] == pytest.approx(4 / 8)
+    assert scores["val_dice_defective"] == pytest.approx(0.5)  # only image 0 has a defect
+    assert scores["val_loss"] == pytest.approx(0.5)
+
+
+def test_default_strategy_on_one_cpu():
+    strategy = train_mod.choose_strategy()
+    assert strategy.num_replicas_in_sync == 1
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[3])
+    from _train_child import child_config
+    from dagm_helpers.train import choose_strategy, train
+    devices = ["/cpu:0", "/cpu:1"]
+    strategy = choose_strategy(devices)
+    assert type(strategy).__name__ == "MirroredStrategy" and strategy.num_replicas_in_sync == 2
+    cfg = child_config(sys.argv[1], sys.argv[2], 1)
+    cfg.devices = devices
+    run = train(cfg)
+    print("RESULT", json.dumps({"config": run.config, "history": run.history}))
+    """
+)
+
+
+def test_mirrored_strategy_on_two_logical_cpus_scales_batch_and_lr(data, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(data), str(tmp_path / "mirrored"), str(HERE)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
+    cfg = result["config"]
+    assert cfg["strategy"] == "MirroredStrategy" and cfg["replicas"] == 2
+    assert cfg["global_batch_size"] == 2 * 2  # per-replica batch 2 x 2 replicas
+    assert cfg["learning_rate"] == pytest.approx(2 * 1e-3)  # smoke lr scaled linearly
+    assert len(result["history"]) == 1 and math.isfinite(result["history"][0]["loss"])
+
+
+def test_cli_train_end_to_end(tmp_path):
+    out = tmp_path / "cli-run"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "dagm_helpers", "train", "--data", "synthetic", "--classes", "1",
+            "--loss", "dice", "--profile", "smoke", "--out", str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"run saved in {out}" in proc.stdout
+    assert "epoch 2/2 - " in proc.stdout  # one line per epoch when not a terminal
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("images", "dice_defective_mean", "pixel_iou", "image_ap", "threshold"):
+        assert key in metrics
+    assert metrics["images"] > 0
+    rows = train_mod.read_history(out / "history.csv")
+    assert len(rows) == 2
