@@ -1,0 +1,417 @@
+"""The notebooks' setup cells, and the tools that keep the committed notebooks clean.
+
+Every notebook starts the same way: (in Colab only) install the package, then
+:func:`report_runtime`, then ``nb = setup_notebook("NN_name")``, which picks the
+profile and the data and says so. In the test suite ``conftest.py`` exports
+``DAGM_EXPECT_PROFILE=smoke``: :func:`setup_notebook` then refuses any other
+profile, and each notebook asserts the same in a visible cell, so CI cannot
+silently train for real.
+
+``python -m dagm_helpers.notebook strip FILE.ipynb ...`` removes outputs and
+execution counts from every cell except those marked ``# NBVAL_CHECK_OUTPUT``
+(nbval compares only cells that have a stored execution count), and
+``python -m dagm_helpers.notebook refresh`` re-executes the notebooks in the
+smoke profile to renew those kept outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Profile, dagm_home, data_source, gpu_available, in_colab, resolve_profile
+from .errors import ConfigError
+
+#: environment variable the test suite sets: the profile every notebook must run in
+EXPECT_PROFILE_ENV = "DAGM_EXPECT_PROFILE"
+#: environment variable for the folder of training runs (default ``./runs``)
+RUNS_ENV = "DAGM_RUNS"
+#: marker of notebook cells whose output nbval compares
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+#: environment variable capping each training run's minutes (the series runner sets it)
+MINUTES_ENV = "DAGM_MAX_MINUTES"
+
+
+@dataclass(frozen=True)
+class NotebookSetup:
+    """What a notebook runs with: profile, data folder, runs folder."""
+
+    name: str
+    profile: Profile
+    data_source: str
+    data_root: Path
+    runs_dir: Path
+    gpu: bool
+    colab: bool
+
+    def describe(self) -> str:
+        """Three short lines for the notebook's output."""
+        data = "built-in DAGM-like generator" if self.data_source == "synthetic" else "DAGM images"
+        return "\n".join(
+            [
+                f"profile : {self.profile.name} (image {self.profile.image_size}px, batch {self.profile.batch_size},"
+                f" {self.profile.epochs} epochs, classes {list(self.profile.classes)})",
+                f"data    : {data} in {self.data_root}",
+                f"runs    : {self.runs_dir}   GPU: {'yes' if self.gpu else 'no'}",
+            ]
+        )
+
+
+def report_runtime() -> dict[str, str | bool]:
+    """Print and return Python and TensorFlow versions, and whether a GPU (or Colab) is present."""
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    info: dict[str, str | bool] = {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "gpu": bool(gpus),
+        "colab": in_colab(),
+    }
+    where = "Colab" if info["colab"] else platform.node() or "this machine"
+    gpu = f"GPU present ({', '.join(gpus)})" if gpus else "no GPU: the cpu profile trains on crops"
+    print(f"Python {info['python']}, TensorFlow {info['tensorflow']} on {where}; {gpu}")
+    return info
+
+
+def runs_dir(base: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding training runs: ``base``, else ``$DAGM_RUNS``, else ``./runs`` (created)."""
+    path = Path(base or os.environ.get(RUNS_ENV, "").strip() or "runs").expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def downloaded_dagm() -> Path | None:
+    """The real DAGM folder a previous download left in the cache (``$DAGM_HOME/dagm2007``), if any."""
+    folder = dagm_home() / "dagm2007"
+    return folder if folder.is_dir() and any(folder.glob("Class*")) else None
+
+
+def check_expected_profile(profile: Profile) -> None:
+    """Raise :class:`ConfigError` when ``$DAGM_EXPECT_PROFILE`` is set and names another profile."""
+    expected = os.environ.get(EXPECT_PROFILE_ENV, "").strip()
+    if expected and expected != profile.name:
+        raise ConfigError(
+            f"this run expects the {expected!r} profile (${EXPECT_PROFILE_ENV}) but resolved {profile.name!r}; "
+            f"set DAGM_PROFILE={expected} or unset {EXPECT_PROFILE_ENV}"
+        )
+
+
+def setup_notebook(
+    name: str,
+    profile: str | None = None,
+    data: str | os.PathLike[str] | None = None,
+    runs: str | os.PathLike[str] | None = None,
+    quiet: bool = False,
+) -> NotebookSetup:
+    """Pick the profile and the data for notebook ``name``, print them, and return them.
+
+    Profile: ``profile``, else ``$DAGM_PROFILE``, else ``gpu``/``cpu`` by
+    hardware. Data: ``data``, else ``$DAGM_DIR``, else (in Colab) a previous
+    download, else the built-in generator for the profile's classes.
+    """
+    from .data import resolve_data
+
+    prof = resolve_profile(profile)
+    check_expected_profile(prof)
+    source = data_source(data)
+    if source == "synthetic" and in_colab() and downloaded_dagm() is not None:
+        source = str(downloaded_dagm())
+    setup = NotebookSetup(
+        name=name,
+        profile=prof,
+        data_source=source,
+        data_root=Path(resolve_data(source, prof)),
+        runs_dir=runs_dir(runs),
+        gpu=gpu_available(),
+        colab=in_colab(),
+    )
+    if not quiet:
+        print(setup.describe())
+    return setup
+
+
+# ----------------------------------------------------------------------------- training runs and examples
+def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
+    """The :class:`~dagm_helpers.train.TrainConfig` every notebook trains ``loss`` with.
+
+    One place, so notebooks 3, 4 and 5 use the same data, seed and budget and
+    differ only in the loss. The run goes to ``runs_dir/<loss>`` (replacing an
+    older run there). ``$DAGM_MAX_MINUTES`` (set by the series runner) caps the
+    time budget of each run.
+    """
+    from .train import TrainConfig
+
+    minutes = os.environ.get(MINUTES_ENV, "").strip()
+    if minutes and "max_minutes" not in overrides:
+        overrides["max_minutes"] = float(minutes)
+    return TrainConfig(
+        out=setup.runs_dir / loss,
+        data=setup.data_source,
+        loss=loss,
+        profile=setup.profile.name,
+        seed=seed,
+        overwrite=True,
+        **overrides,
+    )
+
+
+def load_run(folder: str | os.PathLike[str]):
+    """A finished run read back from its folder (``model.keras``, ``history.csv``, ``metrics.json``)."""
+    import json
+
+    from .infer import load_model
+    from .train import Run, read_history
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    return Run(
+        folder, load_model(folder / "model.keras"), read_history(folder / "history.csv"), metrics, config
+    )
+
+
+def finished_run_matches(folder: Path, config) -> bool:
+    """True when ``folder`` holds a complete run made with ``config``'s loss, seed, profile and data."""
+    import json
+
+    needed = ("config.json", "history.csv", "model.keras", "metrics.json")
+    if not all((folder / name).is_file() for name in needed):
+        return False
+    try:
+        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    train_config, profile = saved.get("train_config", {}), saved.get("profile", {})
+    return (
+        train_config.get("loss") == config.loss
+        and train_config.get("seed") == config.seed
+        and profile.get("name") == config.resolve_profile().name
+        and str(train_config.get("data")) == str(config.data)
+    )
+
+
+def ensure_run(setup: NotebookSetup, loss: str, seed: int = 0):
+    """The run notebooks 3/4 trained for ``loss`` if it is there and matches, else train it now."""
+    from .train import train
+
+    config = run_config(setup, loss, seed)
+    if finished_run_matches(Path(config.out), config):
+        print(f"reusing the {loss} run in {config.out}")
+        return load_run(config.out)
+    print(f"no finished {loss} run in {config.out}: training it now")
+    return train(config)
+
+
+def check_run(run, profile: Profile, smoke_tolerance: float = 0.05) -> str:
+    """Assert that a run learned sensibly; return a one-line summary.
+
+    Every loss is finite; the last epoch's training loss is below the first
+    (in the ``smoke`` profile, a handful of steps, it may rise by at most
+    ``smoke_tolerance``); validation IoU and the test metrics lie in [0, 1].
+    """
+    import math
+
+    losses = [row["loss"] for row in run.history]
+    assert losses and all(math.isfinite(v) for v in losses), f"non-finite training loss: {losses}"
+    slack = smoke_tolerance if profile.name == "smoke" else 0.0
+    assert losses[-1] < losses[0] + slack, f"training loss did not fall: {losses}"
+    for row in run.history:
+        assert 0.0 <= row["val_iou"] <= 1.0, row
+    for key in ("pixel_iou", "pixel_dice", "dice_defective_mean", "image_ap"):
+        value = run.metrics.get(key)
+        assert value is None or (isinstance(value, float) and math.isnan(value)) or 0.0 <= value <= 1.0, (
+            key,
+            value,
+        )
+    return (
+        f"{len(losses)} epochs, training loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
+        f"best validation IoU {max(row['val_iou'] for row in run.history):.3f}"
+    )
+
+
+def example_images(
+    setup: NotebookSetup,
+    split: str = "val",
+    n: int | None = 4,
+    defective: bool | None = True,
+    size: int | None = None,
+    seed: int = 0,
+):
+    """``(images, masks)`` uint8 arrays of ``n`` evenly spaced samples of the profile's classes.
+
+    ``split``: ``"val"`` (the validation images training held out, same seed),
+    ``"Train"`` or ``"Test"``; ``defective``: True, False or None (all);
+    ``n=None``: every matching sample; ``size``: default the profile's image size.
+    """
+    import numpy as np
+
+    from .data.layout import scan
+    from .data.pipeline import load_arrays
+
+    index = scan(setup.data_root).filter(classes=setup.profile.classes)
+    if split == "val":
+        samples = index.filter(split="Train").train_val_split(setup.profile.val_fraction, seed=seed)[1]
+    else:
+        samples = index.filter(split=split)
+    if defective is not None:
+        samples = samples.filter(defective=defective)
+    if len(samples) == 0:
+        raise ConfigError(f"no {split} samples (defective={defective}) in {setup.data_root}")
+    if n is not None and n < len(samples):
+        samples = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, n).round()]
+    return load_arrays(samples, size=size or setup.profile.image_size)
+
+
+def validation_figure(setup: NotebookSetup, model, title: str, n: int = 4):
+    """Predict ``n`` defective validation images with ``model`` and draw them (truth green, prediction magenta)."""
+    from .infer import predict_proba
+    from .viz import show_predictions
+
+    images, masks = example_images(setup, split="val", n=n)
+    probs = predict_proba(model, images)
+    assert probs.shape == images.shape and 0.0 <= probs.min() <= probs.max() <= 1.0, probs.shape
+    return show_predictions(images, masks, probs, title=title)
+
+
+def use_drive_cache(folder: str = "/content/drive/MyDrive/dagm_cache") -> Path:
+    """In Colab: mount Google Drive and keep downloads there (sets ``$DAGM_HOME``)."""
+    if not in_colab():
+        raise ConfigError("use_drive_cache() only works inside Google Colab; set DAGM_HOME instead")
+    from google.colab import drive  # type: ignore[import-not-found]
+
+    drive.mount("/content/drive")
+    os.environ["DAGM_HOME"] = folder
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(folder)
+
+
+# ----------------------------------------------------------------------------- committed-notebook hygiene
+def is_checked_cell(cell) -> bool:
+    """True for a code cell marked ``# NBVAL_CHECK_OUTPUT``."""
+    return cell.get("cell_type") == "code" and CHECK_MARKER in "".join(cell.get("source", ""))
+
+
+def strip_notebook(nb) -> bool:
+    """Remove outputs and execution counts in place, except in ``# NBVAL_CHECK_OUTPUT`` cells.
+
+    Those keep their outputs (without output metadata) and their execution
+    count: nbval only compares a cell whose stored execution count is set, and
+    refuses a cell with outputs but no count. Returns True when anything changed.
+    """
+    changed = False
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        if is_checked_cell(cell):
+            for output in cell.get("outputs", []):
+                if output.get("metadata"):
+                    output["metadata"] = {}
+                    changed = True
+                if "execution_count" in output and output["execution_count"] != cell.get("execution_count"):
+                    output["execution_count"] = cell.get("execution_count")
+                    changed = True
+            continue
+        if cell.get("outputs") or cell.get("execution_count") is not None:
+            changed = True
+        cell["outputs"], cell["execution_count"] = [], None
+        if cell.get("metadata", {}).pop("execution", None) is not None:
+            changed = True
+    return changed
+
+
+def strip_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Strip each notebook file in place (atomically); return the files that changed."""
+    import nbformat
+
+    from .atomic import write_text
+
+    changed = []
+    for path in map(Path, paths):
+        nb = nbformat.read(path, as_version=4)
+        if strip_notebook(nb):
+            write_text(path, nbformat.writes(nb) + "\n")
+            changed.append(path)
+    return changed
+
+
+def refresh_checked_outputs(
+    paths: Sequence[str | os.PathLike[str]] | None = None, timeout: int = 600
+) -> list[Path]:
+    """Execute notebooks in the smoke profile and keep only the ``# NBVAL_CHECK_OUTPUT`` outputs.
+
+    Run it after a change that alters a checked output (the data table, the
+    parameter count); the notebooks stay stripped everywhere else.
+    """
+    import tempfile
+
+    import nbformat
+
+    from .atomic import write_text
+    from .series import execute_notebook, notebook_paths
+
+    targets = [Path(p) for p in paths] if paths else notebook_paths()
+    env = {
+        "DAGM_PROFILE": "smoke",
+        EXPECT_PROFILE_ENV: "smoke",
+        RUNS_ENV: tempfile.mkdtemp(prefix="dagm-runs-"),
+    }
+    env["DAGM_HOME"] = os.environ.get("DAGM_HOME") or tempfile.mkdtemp(prefix="dagm-home-")
+    for path in targets:
+        original = nbformat.read(path, as_version=4)
+        executed = execute_notebook(path, env=env, timeout=timeout)
+        for mine, ran in zip(original.cells, executed.cells, strict=True):
+            if is_checked_cell(mine):
+                mine["outputs"], mine["execution_count"] = ran.get("outputs", []), ran.get("execution_count")
+        strip_notebook(original)
+        write_text(path, nbformat.writes(original) + "\n")
+        print(f"refreshed checked outputs of {path}")
+    return targets
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dagm_helpers.notebook strip|refresh [FILES]``."""
+    parser = argparse.ArgumentParser(prog="python -m dagm_helpers.notebook")
+    parser.add_argument("action", choices=["strip", "refresh"])
+    parser.add_argument("files", nargs="*")
+    args = parser.parse_args(argv)
+    if args.action == "strip":
+        changed = strip_files(args.files)
+        for path in changed:
+            print(f"stripped {path}")
+        return 1 if changed else 0  # pre-commit: a changed file fails the hook once, then passes
+    refresh_checked_outputs(args.files or None)
+    return 0
+
+
+__all__ = [
+    "CHECK_MARKER",
+    "EXPECT_PROFILE_ENV",
+    "RUNS_ENV",
+    "NotebookSetup",
+    "MINUTES_ENV",
+    "check_expected_profile",
+    "check_run",
+    "ensure_run",
+    "example_images",
+    "finished_run_matches",
+    "load_run",
+    "run_config",
+    "downloaded_dagm",
+    "refresh_checked_outputs",
+    "report_runtime",
+    "runs_dir",
+    "setup_notebook",
+    "strip_files",
+    "strip_notebook",
+    "use_drive_cache",
+    "validation_figure",
+]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,159 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 1. Get the data: DAGM 2007
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dagm-tutorial/dagm-unet/blob/main/notebooks/01_get_the_data.ipynb)
+#
+# *Part 1 of 5 of a series that trains a small U-Net to find surface defects:
+# **1 data** · 2 the network · 3 training with BCE · 4 training with Dice · 5 comparison and edges.*
+#
+# **DAGM 2007** is the data set of the DAGM/GNNS competition *"Weakly Supervised Learning for
+# Industrial Optical Inspection"* (HCI Heidelberg). It has ten classes of grey-level textures,
+# 512x512 pixels each, that look like machined or woven surfaces; every class has its own kind of
+# defect (scratches, spots, stains, distorted texture). Classes 1-6 have 575 training and 575 test
+# images, classes 7-10 twice as many; about one image in eight (13%) is defective.
+#
+# **Why the labels are coarse ellipses.** The competition was about *weak* supervision: instead of
+# outlining each defect pixel by pixel, the organisers drew one ellipse around it. Labels like that
+# are cheap to make on a production line, but they also cover defect-free pixels around the defect.
+# Two consequences run through the whole series:
+#
+# * a perfect defect detector does not reach IoU 1 against the ellipse: the ellipse is bigger than
+#   the defect, so every score we report has a ceiling below 1;
+# * the network may learn the defect's true shape while being "wrong" at the ellipse's edge: notebook 5
+#   looks at those edges on purpose.
+#
+# This notebook gets the images (the real data set or a built-in stand-in), counts them, shows
+# examples with their label outlines and measures how rare defect pixels are.
+
+# %% [markdown]
+# ## Setup
+#
+# In Colab the next cell installs the helper package `dagm_helpers` from the repository; on your own
+# machine it is already installed (`pip install -e .`). It then reports whether a GPU is present.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: install the helper package from the repository
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/dagm-tutorial/dagm-unet"]
+    )
+from dagm_helpers.notebook import report_runtime
+
+runtime = report_runtime()  # Python, TensorFlow, GPU or not
+
+# %%
+import os
+
+import numpy as np
+
+from dagm_helpers.config import resolve_profile
+from dagm_helpers.data.download import download
+from dagm_helpers.data.layout import format_counts, scan
+from dagm_helpers.data.pipeline import load_arrays
+from dagm_helpers.notebook import setup_notebook, use_drive_cache
+from dagm_helpers.viz import class_grid, foreground_share, plot_foreground_share
+
+# %% [markdown]
+# ## Where the images come from
+#
+# Three ways, in order of preference for a first run:
+#
+# 1. **The built-in generator** (the default, offline): DAGM-like textures and defects written in
+#    exactly the official layout, labelled with coarse ellipses. Nothing to download; good enough
+#    to learn the method, not to report results on real DAGM.
+# 2. **A local copy of DAGM**: set the environment variable `DAGM_DIR` to the folder holding
+#    `Class1/`, `Class2/`, ... (the official layout, a nested mirror or the 2007 `ClassN_def`
+#    development set all work) before starting Jupyter.
+# 3. **Download in Colab**: set `DOWNLOAD_REAL_DAGM = True` below. The archives come from the
+#    data set's Zenodo record, are checked and unpacked once; with `CACHE_ON_DRIVE = True` they are
+#    kept on your Google Drive, so a new Colab session does not download them again.
+
+# %% tags=["parameters"]
+DOWNLOAD_REAL_DAGM = False  # True: download the real classes of the profile (Colab, or anywhere online)
+CACHE_ON_DRIVE = False  # Colab only: keep the download on Google Drive between sessions
+
+# %%
+if CACHE_ON_DRIVE:
+    use_drive_cache()
+if DOWNLOAD_REAL_DAGM:
+    os.environ["DAGM_DIR"] = str(download(classes=resolve_profile().classes))
+
+# %% [markdown]
+# The next cell picks the **profile** (how big and how long everything is: `smoke` for the test
+# suite, `cpu` for a laptop, `gpu` for Colab; auto-detected, or set `DAGM_PROFILE`) and the data.
+# The assertion makes sure the automated tests really run the quick `smoke` profile.
+
+# %%
+nb = setup_notebook("01_get_the_data")
+assert nb.profile.name == os.environ.get("DAGM_EXPECT_PROFILE", nb.profile.name), "tests must run in smoke"
+
+# %% [markdown]
+# ## How many images, how many defective
+#
+# The data set is organised as `ClassN/Train/NNNN.PNG` with the masks in
+# `ClassN/Train/Label/NNNN_label.PNG` and an index file `Labels.txt` saying which images are
+# defective. `scan` reads that layout and returns a plain index of samples.
+
+# %%
+index = scan(nb.data_root)
+counts = index.counts()
+assert counts and all(0 <= row["defective"] <= row["images"] for row in counts)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(format_counts(counts))
+
+# %% [markdown]
+# ## Examples per class
+#
+# Defective images come first in each row; the label ellipse is outlined in green (the colour of
+# the *truth* in every figure of the series; predictions will be magenta). Notice how loosely the
+# ellipse fits the defect, and how subtle some defects are against their texture.
+
+# %%
+fig = class_grid(index.filter(split="Train"), per_class=4)
+
+# %% [markdown]
+# ## Defect pixels are rare
+#
+# The network will classify every pixel as *defect* or *background*. How balanced is that
+# problem? We load the training images of the profile's classes at the size the model will see
+# and count mask pixels.
+
+# %%
+train_samples = index.filter(classes=nb.profile.classes, split="Train")
+images, masks = load_arrays(train_samples, size=nb.profile.image_size)
+assert images.shape == masks.shape and images.dtype == np.uint8
+assert set(np.unique(masks).tolist()) <= {0, 1}
+share = foreground_share(masks)
+assert 0 < share["pixel_share"] < 0.5 and 0 < share["defective_images"] < 1
+print(
+    f"{share['images']} images, {100 * share['defective_images']:.1f}% of them defective; defect pixels: "
+    f"{100 * share['pixel_share']:.3f}% of all, {100 * share['share_in_defective']:.2f}% of a defective image"
+)
+
+# %%
+fig = plot_foreground_share(masks, title="Defect pixels in the training images")
+
+# %% [markdown]
+# Well under one pixel in a hundred is a defect pixel, and most images have none at all. A network
+# that answers "background" everywhere is right about 99% of the pixels, and that is exactly the trap
+# notebook 3 runs into with pixel-wise cross-entropy, and notebook 4 tries to avoid with the Dice loss.
+#
+# **Next:** [2. Build the U-Net](02_build_the_unet.ipynb).

@@ -1,0 +1,64 @@
+"""The headless series runner (tests/test_series.py): executed notebooks and HTML, clear failures."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from dagm_helpers.series import NotebookError, notebook_paths, run_series
+
+
+def _write(path, *sources):
+    cells = [new_markdown_cell("# tiny")] + [new_code_cell(s) for s in sources]
+    nbformat.write(
+        new_notebook(
+            cells=cells,
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        ),
+        path,
+    )
+    return path
+
+
+def test_notebook_paths_order_and_names(tmp_path):
+    for name in ("02_b.ipynb", "01_a.ipynb", "notes.ipynb"):
+        _write(tmp_path / name, "1")
+    assert [p.name for p in notebook_paths(folder=tmp_path)] == ["01_a.ipynb", "02_b.ipynb"]
+    assert [p.name for p in notebook_paths(["02", "01_a"], folder=tmp_path)] == ["02_b.ipynb", "01_a.ipynb"]
+    with pytest.raises(NotebookError, match="unknown notebook '07'"):
+        notebook_paths(["07"], folder=tmp_path)
+
+
+def test_run_series_writes_executed_notebooks_and_html(tmp_path, capsys):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write(folder / "01_first.ipynb", "import os\nprint('profile', os.environ['DAGM_PROFILE'])")
+    _write(folder / "02_second.ipynb", "x = 6 * 7\nx")
+    out = run_series(out=tmp_path / "build", profile="smoke", folder=folder, timeout=120)
+    assert out == (tmp_path / "build").resolve()
+    for stem in ("01_first", "02_second"):
+        assert (out / f"{stem}.ipynb").is_file() and (out / f"{stem}.html").is_file()
+    first = nbformat.read(out / "01_first.ipynb", as_version=4)
+    assert first.cells[1].outputs[0]["text"] == "profile smoke\n"  # the profile reached the kernel
+    second = nbformat.read(out / "02_second.ipynb", as_version=4)
+    assert second.cells[1].outputs[0]["data"]["text/plain"] == "42"
+    assert "42" in (out / "02_second.html").read_text()
+    assert not list(out.glob(".tmp-*"))  # atomic writes leave no temporary files
+    printed = capsys.readouterr().out
+    assert "[1/2] 01_first.ipynb" in printed and "[2/2] 02_second.ipynb" in printed and str(out) in printed
+
+
+def test_a_failing_notebook_stops_the_series_with_a_clear_error(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write(folder / "01_ok.ipynb", "1 + 1")
+    _write(folder / "02_broken.ipynb", "a = 1", "raise ValueError('the data folder is empty')", "b = 2")
+    _write(folder / "03_never.ipynb", "1")
+    with pytest.raises(NotebookError) as info:
+        run_series(out=tmp_path / "build", folder=folder, timeout=120)
+    message = str(info.value)
+    assert "02_broken.ipynb" in message and "code cell 2" in message
+    assert "ValueError: the data folder is empty" in message and "\x1b[" not in message
+    assert (tmp_path / "build" / "02_broken.html").is_file()  # partly executed copy for inspection
+    assert not (tmp_path / "build" / "03_never.ipynb").exists()  # stopped at the first failure
