@@ -58,10 +58,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- model
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from .train import TrainConfig, TrainingInterrupted, train
 
     config = TrainConfig.from_cli(args)
-    run = train(config)
+    try:
+        run = train(config)
+    except TrainingInterrupted as exc:  # SIGINT/SIGTERM: files of the last completed epoch are saved
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_status
     print(f"run saved in {run.dir}")
     return EXIT_OK
 

@@ -398,7 +398,12 @@ def validation_scores(
     for start in range(0, len(images), chunk):
         x = images[start : start + chunk, ..., None].astype(np.float32)
         y = masks[start : start + chunk].astype(bool)
-        prob = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)[..., 0]
+        # pad to whole batches: one input shape, so an XLA-compiled model compiles once
+        pad = -len(x) % batch_size
+        xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)]) if pad else x
+        prob = np.asarray(model.predict(xp, batch_size=batch_size, verbose=0), dtype=np.float32)[
+            : len(x), ..., 0
+        ]
         for b in range(0, len(x), batch_size):
             yb = y[b : b + batch_size, ..., None].astype(np.float32)
             loss_sum += float(loss_fn(yb, prob[b : b + batch_size, ..., None])) * len(yb)

@@ -126,6 +126,9 @@ def test_same_seed_same_history_and_resume_continues(data, run3, tmp_path):
     assert resumed.history[2]["elapsed_s"] > resumed.history[1]["elapsed_s"]
     # the resumed run ends where the uninterrupted one did (CPU: bit-identical; tolerance 1e-6)
     assert _max_diff(_weights(tmp_path / "r" / "last.keras"), _weights(run3.dir / "last.keras")) <= 1e-6
+    # resuming a finished run trains nothing more and re-evaluates
+    again = train(child_config(data, tmp_path / "r", 3, resume=True))
+    assert len(again.history) == 3 and again.metrics["epochs_done"] == 3
 
 
 def test_time_budget_stops_after_the_epoch(data, tmp_path):
@@ -146,6 +149,35 @@ def test_nan_loss_stops_with_training_error_and_keeps_checkpoint(data, tmp_path)
     assert all(np.isfinite(w).all() for w in weights)
     rows = train_mod.read_history(tmp_path / "nan" / "history.csv")
     assert all(math.isfinite(r["loss"]) for r in rows)
+
+
+# ----------------------------------------------------------------------------- signals
+def test_sigint_in_process_stops_after_the_batch_and_restores_handlers(data, tmp_path):
+    import keras
+
+    class CtrlC(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    cfg = child_config(data, tmp_path / "ctrl-c", 3)
+    cfg.callbacks = [CtrlC()]
+    with pytest.raises(
+        train_mod.TrainingInterrupted, match="SIGINT after 1 completed epoch.*--resume"
+    ) as info:
+        train(cfg)
+    assert info.value.exit_status == 128 + signal.SIGINT
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert [r["epoch"] for r in train_mod.read_history(tmp_path / "ctrl-c" / "history.csv")] == [0]
+    import keras
+
+    assert int(keras.saving.load_model(tmp_path / "ctrl-c" / "last.keras").optimizer.iterations) == STEPS
 
 
 # ----------------------------------------------------------------------------- kill test
