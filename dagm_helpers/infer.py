@@ -724,18 +724,6 @@ def _write_png(dest: Path, array: np.ndarray) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
-def overlay_edges(
-    image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0)
-) -> np.ndarray:
-    """RGB uint8 picture: the grey image with the edges of ``mask`` drawn in ``color`` (red)."""
-    from skimage.segmentation import find_boundaries
-
-    rgb = np.repeat(np.asarray(image, np.uint8)[..., None], 3, axis=2)
-    edges = find_boundaries(np.asarray(mask).astype(bool), mode="inner")
-    rgb[edges] = color
-    return rgb
-
-
 _CSV_FIELDS = ("file", "defect_score", "defective", "defect_area_px", "error")
 
 
@@ -750,7 +738,7 @@ def predict_files(
     """Predict every image in ``input`` (a file, or a folder searched non-recursively) into ``out``.
 
     Writes per image ``<stem>_mask.png`` (0/255, the input's size) and ``<stem>_overlay.png`` (the image
-    in grey with the predicted defect edges in red), and ``predictions.csv`` with columns ``file``,
+    in grey with the predicted defect edges in the prediction colour, :data:`viz.PRED_COLOR`), and ``predictions.csv`` with columns ``file``,
     ``defect_score`` (highest pixel probability), ``defective`` (yes/no), ``defect_area_px`` and
     ``error``. Non-image files in a folder are skipped with one warning. An image that cannot be read
     is skipped with a warning and recorded with ``defective=error`` and the reason in ``error``, so one
@@ -758,6 +746,7 @@ def predict_files(
     rewritten after every batch. Returns ``out``.
     """
     from .data.images import read_image
+    from .viz import edge_overlay
 
     _check_threshold(threshold)
     out = Path(out)
@@ -794,7 +783,7 @@ def predict_files(
                     mask = prob >= threshold
                     score = float(prob.max())
                     _write_png(out / f"{stem}_mask.png", mask.astype(np.uint8) * 255)
-                    _write_png(out / f"{stem}_overlay.png", overlay_edges(image, mask))
+                    _write_png(out / f"{stem}_overlay.png", edge_overlay(image, prob, threshold))
                     rows.append(
                         dict(
                             file=path.name,
@@ -831,7 +820,6 @@ __all__ = [
     "evaluate",
     "evaluate_cli",
     "load_model",
-    "overlay_edges",
     "predict_files",
     "predict_proba",
     "required_multiple",

@@ -84,9 +84,11 @@ def test_predict_masks_match_predict_proba_and_overlay_edges(model_path, tmp_pat
     mask = np.array(Image.open(out / "one_mask.png")) > 0
     np.testing.assert_array_equal(mask, prob >= threshold)
     overlay = np.array(Image.open(out / "one_overlay.png"))
-    red = (overlay[..., 0] == 255) & (overlay[..., 1] == 0) & (overlay[..., 2] == 0)
-    assert red.any() and not red[~mask].any()  # edges drawn only on the predicted defect's rim
-    np.testing.assert_array_equal(overlay[~red][:, 0], img[~red])  # elsewhere: the grey image
+    from dagm_helpers.viz import PRED_RGB8
+
+    edge = np.all(overlay == PRED_RGB8, axis=-1)  # the project's prediction colour
+    assert edge.any() and not edge[~mask].any()  # edges drawn only on the predicted defect's rim
+    np.testing.assert_array_equal(overlay[~edge][:, 0], img[~edge])  # elsewhere: the grey image
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
