@@ -51,8 +51,8 @@ Several devices (``tf.distribute``)
     *per replica*: the global batch is ``batch_size x replicas`` and the learning rate is
     scaled linearly, ``learning_rate x replicas`` (Goyal et al., 2017), so one optimizer
     step sees ``replicas`` times the data at a proportionally larger step. With one
-    replica nothing changes. Set-based losses (Dice) are computed per replica over its
-    share of the batch and averaged.
+    replica nothing changes. ``steps_per_epoch`` counts global batches. Set-based losses
+    (Dice) are computed per replica over its share of the batch and averaged.
 """
 
 from __future__ import annotations
@@ -781,8 +781,7 @@ def train(config: TrainConfig) -> Run:
             "history_columns": list(HISTORY_COLUMNS),
             "versions": _versions(),
         }
-        if not config.resume:
-            atomic.write_json(out / CONFIG_FILE, settings)
+        atomic.write_json(out / CONFIG_FILE, settings)  # on resume: records changed epochs / max_minutes
 
         train_ds = dataset_from_arrays(
             train_x,

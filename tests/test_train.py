@@ -138,6 +138,34 @@ def test_time_budget_stops_after_the_epoch(data, tmp_path):
     assert run.stopped == "time_budget" and len(run.history) == 1
 
 
+def test_budget_cuts_an_overlong_epoch_and_discards_it(tmp_path):
+    """Past 1.25 x budget + 30 s, an epoch stops after the current batch and is not recorded."""
+
+    class Model:
+        stop_training = False
+
+    prior = [{"epoch": 0, "loss": 1.0, "val_dice_defective": 0.5, "elapsed_s": 100.0}]
+    rec = train_mod._Recorder(
+        tmp_path,
+        epochs=5,
+        steps_per_epoch=10,
+        val_images=np.zeros((0, 8, 8), np.uint8),
+        val_masks=np.zeros((0, 8, 8), np.uint8),
+        loss_fn=None,
+        batch_size=2,
+        history=list(prior),
+        prior_elapsed=100.0,
+        budget_s=50.0,  # 1.25 * 50 + 30 = 92.5 s < 100 s already spent
+        verbose=0,
+    )
+    rec.model = Model()
+    rec.on_epoch_begin(1)
+    rec.on_train_batch_end(0, {"loss": 0.9})
+    assert rec.model.stop_training and rec.budget_stop == "cut"
+    rec.on_epoch_end(1, {"loss": 0.9})
+    assert rec.history == prior and not (tmp_path / "history.csv").exists()
+
+
 # ----------------------------------------------------------------------------- NaN
 def test_nan_loss_stops_with_training_error_and_keeps_checkpoint(data, tmp_path):
     cfg = child_config(data, tmp_path / "nan", 3)
