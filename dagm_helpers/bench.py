@@ -1,0 +1,478 @@
+"""``python -m dagm_helpers bench``: the project's speed against the tutorial's own code.
+
+One run, one process, one machine. :func:`run_benchmark` returns a JSON-friendly dict:
+
+* training throughput, same model, same 512x512 images, batch 10 (same work per image):
+  the tutorial's way (``model.fit`` on in-memory float32 numpy arrays, Adam 1e-4, Dice
+  loss) against the project's fast path (:func:`dagm_helpers.fast.training_settings`);
+* inference throughput at 512x512, batch 8: ``model.predict`` against
+  :func:`dagm_helpers.fast.fast_predictor`, and how well their masks agree (Dice);
+* the model's cost (GFLOP per image) against a float32 matrix-multiply probe of the
+  machine (GFLOP/s), so the fraction of the hardware used is visible;
+* time to quality: wall-clock seconds until the validation Dice on defective images
+  reaches 0.80 on the built-in data, for the CPU profile and for the tutorial's recipe
+  (the latter stops at a budget; the ratio is then a lower bound).
+
+Every timing is warmed up first and taken as the median of several
+``time.perf_counter`` repeats. ``quick=True`` shrinks every size and budget so the run
+takes about a minute: its numbers prove the code paths, not the speed (``"quick": true``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QUALITY_DICE = 0.80
+#: full run: the tutorial recipe is stopped at this multiple of the fast path's time to quality ...
+BASELINE_BUDGET_FACTOR = 10.5
+#: ... but never later than this many seconds (and never earlier than the minimum)
+BASELINE_BUDGET_MAX_S = 20 * 60.0
+BASELINE_BUDGET_MIN_S = 5 * 60.0
+#: full run: the CPU profile gets at most this long to reach the quality
+FAST_TTQ_BUDGET_S = 12 * 60.0
+
+__all__ = ["QUALITY_DICE", "device_name", "peak_gflop_s", "run_benchmark", "time_it", "versions"]
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def time_it(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(statistics.median(times))
+
+
+def device_name() -> str:
+    """The GPU's name when TensorFlow sees one, else the CPU model and its core count."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            name = details.get("device_name", gpus[0].name)
+        except Exception:  # noqa: BLE001 - details are best effort
+            name = gpus[0].name
+        return f"{name} x{len(gpus)}" if len(gpus) > 1 else str(name)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores"
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of Python and the libraries that decide the speed."""
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("tensorflow", "keras", "numpy", "openvino", "nncf"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def peak_gflop_s(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 ``n x n`` matrix multiply (2 n^3 FLOPs), median of ``repeats``."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((n, n), dtype=tf.float32)
+    b = tf.random.uniform((n, n), dtype=tf.float32)
+
+    def once() -> None:
+        tf.linalg.matmul(a, b).numpy()
+
+    seconds = time_it(once, repeats=repeats, warmup=2)
+    return 2.0 * n**3 / seconds / 1e9
+
+
+# ----------------------------------------------------------------------------- data
+def _test_images(root: Path, classes: tuple[int, ...], size: int, n: int) -> np.ndarray:
+    """``n`` real-looking images (defective first) from the Test split, uint8 (n, size, size)."""
+    from .data.layout import scan
+    from .data.pipeline import load_arrays
+
+    index = scan(root).filter(classes=classes, split="Test")
+    samples = sorted(index, key=lambda s: not s.defective)[:n]
+    images, _ = load_arrays(samples, size=size)
+    while len(images) < n:  # a tiny data set: repeat flipped copies
+        images = np.concatenate([images, images[:, ::-1]])[:n]
+    return images
+
+
+def _tutorial_model(lr: float = 1e-4) -> Any:
+    """The tutorial's network compiled the tutorial's way (Adam, Dice loss, Keras' defaults)."""
+    import keras
+
+    from .losses import DiceLoss
+    from .model import small_unet
+
+    model = small_unet()
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=DiceLoss())
+    return model
+
+
+# ----------------------------------------------------------------------------- training throughput
+def _train_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
+    """Images/s of the tutorial's ``fit`` on numpy arrays and of the fast path, same images and batch."""
+    import keras
+    import tensorflow as tf
+
+    from .fast import training_settings
+    from .losses import DiceLoss
+    from .model import small_unet
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, size, size, 1)).astype(np.float32)
+    y = (rng.random((n, size, size, 1)) < 0.05).astype(np.float32)
+
+    keras.utils.set_random_seed(0)
+    base = _tutorial_model()
+    base_s = time_it(
+        lambda: base.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True), repeats=repeats
+    )
+
+    settings = training_settings()
+    keras.utils.set_random_seed(0)
+    fast = small_unet()
+    fast.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=1e-4),
+        loss=DiceLoss(),
+        jit_compile=settings["jit_compile"],
+        steps_per_execution=settings["steps_per_execution"],
+    )
+    data: Any = (x, y)
+    if settings["dataset"]:
+        data = (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(n, seed=0)
+            .batch(batch)
+            .prefetch(settings["prefetch"] if settings["prefetch"] >= 0 else tf.data.AUTOTUNE)
+        )
+        fast_s = time_it(lambda: fast.fit(data, epochs=1, verbose=0), repeats=repeats)
+    else:
+        fast_s = time_it(
+            lambda: fast.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True), repeats=repeats
+        )
+    return {
+        "baseline_train_img_s": n / base_s,
+        "train_img_s": n / fast_s,
+        "train_settings": settings,
+        "train_batch_size": batch,
+        "train_image_size": size,
+        "train_images_per_repeat": n,
+        "train_repeats": repeats,
+    }
+
+
+# ----------------------------------------------------------------------------- time to quality
+class _QualityStop:
+    """Keras callback factory: stop once the run's history shows the target validation Dice."""
+
+    @staticmethod
+    def make(history_csv: Path, target: float) -> Any:
+        import keras
+
+        from .train import read_history
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                rows = read_history(history_csv)
+                if rows and (rows[-1].get("val_dice_defective") or 0.0) >= target:
+                    self.model.stop_training = True
+
+        return Stop()
+
+
+def _fast_time_to_quality(work: Path, profile_name: str, budget_s: float, overrides: dict) -> dict:
+    """Train with a profile via :func:`dagm_helpers.train.train` until the quality is reached."""
+    from .train import TrainConfig, train
+
+    out = work / f"ttq-{profile_name}"
+    config = TrainConfig(
+        out=out,
+        data="synthetic",
+        profile=profile_name,
+        max_minutes=budget_s / 60.0,
+        evaluate_test=False,
+        verbose=0,
+        overwrite=True,
+        **overrides,
+    )
+    config.callbacks = [_QualityStop.make(out / "history.csv", QUALITY_DICE)]
+    run = train(config)
+    reached = [r for r in run.history if (r.get("val_dice_defective") or 0.0) >= QUALITY_DICE]
+    best = max((r.get("val_dice_defective") or 0.0 for r in run.history), default=0.0)
+    return {
+        "seconds": float(reached[0]["elapsed_s"]) if reached else None,
+        "elapsed_s": float(run.history[-1]["elapsed_s"]) if run.history else 0.0,
+        "best_val_dice_defective": float(best),
+        "epochs": len(run.history),
+        "model": run.model,
+        "data_root": Path(run.config["data_root"]),
+        "classes": tuple(run.config["profile"]["classes"]),
+    }
+
+
+def _tutorial_time_to_quality(
+    root: Path, classes: tuple[int, ...], size: int, budget_s: float, check_every: int
+) -> dict:
+    """The tutorial's recipe (full images, batch 10, Adam 1e-4, Dice loss, ``fit`` on numpy arrays),
+    validated every ``check_every`` steps and stopped at the quality or at ``budget_s`` of training."""
+    import keras
+
+    from .data.layout import scan
+    from .data.pipeline import load_arrays
+    from .losses import DiceLoss
+    from .train import validation_scores
+
+    index = scan(root).filter(classes=classes, split="Train")
+    train_set, val_set = index.train_val_split(val_fraction=0.2, seed=0)
+    tx, ty = load_arrays(list(train_set), size=size)
+    vx, vy = load_arrays(list(val_set), size=size)
+    x = tx[..., None].astype(np.float32)
+    y = ty[..., None].astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = _tutorial_model()
+    loss = DiceLoss()
+    state = {"train_s": 0.0, "best": 0.0, "reached": None, "steps": 0, "t0": 0.0}
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            state["t0"] = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            state["train_s"] += time.perf_counter() - state["t0"]
+            state["steps"] += 1
+            over = state["train_s"] >= budget_s
+            if state["steps"] % check_every == 0 or over:
+                score = validation_scores(self.model, vx, vy, loss, batch_size=10)["val_dice_defective"]
+                score = 0.0 if not math.isfinite(score) else score
+                state["best"] = max(state["best"], score)
+                if score >= QUALITY_DICE and state["reached"] is None:
+                    state["reached"] = state["train_s"]
+                    self.model.stop_training = True
+            if over:
+                self.model.stop_training = True
+
+    epochs = 10_000  # stopped by the callback
+    model.fit(x, y, batch_size=10, epochs=epochs, verbose=0, shuffle=True, callbacks=[Watch()])
+    return {
+        "seconds": state["reached"],
+        "elapsed_s": state["train_s"],
+        "best_val_dice_defective": state["best"],
+        "steps": state["steps"],
+    }
+
+
+# ----------------------------------------------------------------------------- inference
+def _infer_compare(
+    model: Any, images: np.ndarray, batch: int, repeats: int, calibration: np.ndarray, candidates: bool
+) -> dict:
+    """``model.predict`` against the fast predictor on the same images: speeds and mask agreement.
+
+    With ``candidates`` the other runtimes are timed too (``infer_candidates``: name -> images/s and
+    agreement), so the choice in :mod:`dagm_helpers.fast` can be re-checked on any machine.
+    """
+    from .fast import fast_predictor, openvino_available
+    from .metrics import dice
+
+    x = images[..., None].astype(np.float32)
+    n = len(images)
+    base_s = time_it(lambda: model.predict(x, batch_size=batch, verbose=0), repeats=repeats)
+    reference = np.asarray(model.predict(x, batch_size=batch, verbose=0), np.float32)[..., 0]
+
+    t0 = time.perf_counter()
+    predictor = fast_predictor(model, backend="auto", batch_size=batch)
+    fast = predictor(images)  # the first call compiles
+    prepare_s = time.perf_counter() - t0
+    fast_s = time_it(lambda: predictor(images), repeats=repeats, warmup=1)
+    result: dict[str, Any] = {
+        "baseline_infer_img_s": n / base_s,
+        "infer_img_s": n / fast_s,
+        "infer_agreement": float(dice(reference >= 0.5, fast, threshold=0.5)),
+        "infer_max_abs_diff": float(np.max(np.abs(reference - fast))),
+        "infer_reference_positive_fraction": float(np.mean(reference >= 0.5)),
+        "infer_backend": predictor.backend,
+        "infer_precision": predictor.precision,
+        "infer_prepare_s": prepare_s,
+        "infer_batch_size": batch,
+        "infer_images": n,
+        "infer_image_size": int(images.shape[1]),
+        "infer_repeats": repeats,
+    }
+    if candidates:
+        table: dict[str, dict] = {"model.predict": {"img_s": n / base_s, "agreement": 1.0}}
+        options: list[tuple[str, dict]] = [("tf.function", {"backend": "tf"}), ("xla", {"backend": "xla"})]
+        if openvino_available():
+            options.append(("openvino_f32", {"backend": "openvino"}))
+            options.append(
+                ("openvino_int8", {"backend": "openvino", "precision": "int8", "calibration": calibration})
+            )
+        for name, kwargs in options:
+            try:
+                p = fast_predictor(model, batch_size=batch, **kwargs)
+                out = p(images)
+                seconds = time_it(lambda p=p: p(images), repeats=repeats, warmup=1)
+            except Exception as exc:  # noqa: BLE001 - a failing candidate is reported, not fatal
+                table[name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+                continue
+            table[name] = {
+                "img_s": n / seconds,
+                "agreement": float(dice(reference >= 0.5, out, threshold=0.5)),
+                "backend": p.backend,
+                "precision": p.precision,
+            }
+        result["infer_candidates"] = table
+    return result
+
+
+def _gpu_extra(size: int, batch: int, repeats: int) -> dict:
+    """GPU only: the gpu profile's path (mixed precision + XLA) at ``size``, batch ``batch``."""
+    import keras
+    import tensorflow as tf
+
+    from .losses import DiceLoss
+    from .model import small_unet
+
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = small_unet()
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=DiceLoss(), jit_compile=True)
+        n = batch * 8
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (n, size, size, 1)).astype(np.float32)
+        y = (rng.random((n, size, size, 1)) < 0.05).astype(np.float32)
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache().prefetch(tf.data.AUTOTUNE)
+        train_s = time_it(lambda: model.fit(ds, epochs=1, verbose=0), repeats=repeats)
+        graph = tf.function(lambda a: model(a, training=False), jit_compile=True)
+        xb = tf.constant(x[:batch])
+        infer_s = time_it(lambda: graph(xb).numpy(), repeats=repeats * 5, warmup=2)
+        return {
+            "gpu_mixed_precision": True,
+            "gpu_batch_size": batch,
+            "gpu_train_img_s": n / train_s,
+            "gpu_infer_img_s": batch / infer_s,
+        }
+    finally:
+        keras.mixed_precision.set_global_policy(old)
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def run_benchmark(quick: bool = False, work_dir: str | os.PathLike[str] | None = None) -> dict:
+    """Measure everything in the module docstring; ``quick`` for rough numbers in about a minute."""
+    t_start = time.perf_counter()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from .fast import openvino_available
+    from .model import gflops, small_unet
+
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="dagm-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    result: dict[str, Any] = {"quick": bool(quick), "device": device_name(), "versions": versions()}
+    try:
+        # --- the machine
+        _log("matrix-multiply probe")
+        result["peak_gflop_s"] = peak_gflop_s(1024 if quick else 2048, repeats=3 if quick else 7)
+        result["gflop_per_image"] = float(gflops(small_unet(), 512))
+
+        # --- training throughput (same model, same work per image)
+        _log("training throughput")
+        if quick:
+            result.update(_train_throughput(size=128, batch=10, n=20, repeats=1))
+        else:
+            result.update(_train_throughput(size=512, batch=10, n=20, repeats=3))
+        result["train_speedup"] = result["train_img_s"] / result["baseline_train_img_s"]
+
+        # --- time to quality (also gives the trained model the inference comparison needs)
+        _log("time to quality: fast profile")
+        if quick:
+            fast_ttq = _fast_time_to_quality(work, "smoke", 20.0, {"epochs": 2})
+            ttq_size, base_budget, check_every = 64, 5.0, 2
+        else:
+            fast_ttq = _fast_time_to_quality(work, "cpu", FAST_TTQ_BUDGET_S, {})
+            ttq_size, check_every = 512, 10
+            ref = fast_ttq["seconds"] or fast_ttq["elapsed_s"]
+            base_budget = min(BASELINE_BUDGET_MAX_S, max(BASELINE_BUDGET_MIN_S, BASELINE_BUDGET_FACTOR * ref))
+        _log(f"time to quality: tutorial recipe (budget {base_budget:.0f}s)")
+        base_ttq = _tutorial_time_to_quality(
+            fast_ttq["data_root"], fast_ttq["classes"], ttq_size, base_budget, check_every
+        )
+        fast_s, base_s = fast_ttq["seconds"], base_ttq["seconds"]
+        result["time_to_quality_target_dice"] = QUALITY_DICE
+        result["time_to_quality_profile"] = "smoke" if quick else "cpu"
+        result["time_to_quality_reached"] = fast_s is not None
+        result["time_to_quality_s"] = fast_s if fast_s is not None else fast_ttq["elapsed_s"]
+        result["time_to_quality_best_dice"] = fast_ttq["best_val_dice_defective"]
+        result["baseline_time_to_quality_reached"] = base_s is not None
+        result["baseline_time_to_quality_s"] = base_s if base_s is not None else base_ttq["elapsed_s"]
+        result["baseline_time_to_quality_budget_s"] = base_budget
+        result["baseline_time_to_quality_best_dice"] = base_ttq["best_val_dice_defective"]
+        result["time_to_quality_speedup"] = result["baseline_time_to_quality_s"] / max(
+            result["time_to_quality_s"], 1e-9
+        )
+        # a lower bound when the baseline never got there; no claim at all when the fast path did not either
+        result["time_to_quality_speedup_is_lower_bound"] = base_s is None and fast_s is not None
+        result["time_to_quality_speedup_valid"] = fast_s is not None
+
+        # --- inference: model.predict against the fast predictor on real-looking images
+        _log("inference")
+        model = fast_ttq["model"]
+        size = 128 if quick else 512
+        n_img = 8 if quick else 16
+        images = _test_images(fast_ttq["data_root"], fast_ttq["classes"], size, n_img)
+        calib = images if quick else _test_images(fast_ttq["data_root"], fast_ttq["classes"], size, 32)
+        result.update(
+            _infer_compare(
+                model, images, batch=8, repeats=1 if quick else 5, calibration=calib, candidates=not quick
+            )
+        )
+        result["infer_speedup"] = result["infer_img_s"] / result["baseline_infer_img_s"]
+        # the model's cost at the inference size, so the fraction of peak is right in quick mode too
+        gflop_infer = result["gflop_per_image"] * (size / 512) ** 2
+        result["infer_fraction_of_peak"] = result["infer_img_s"] * gflop_infer / result["peak_gflop_s"]
+        result["openvino_available"] = openvino_available()
+
+        if on_gpu:
+            _log("GPU: mixed precision at 512x512, batch 16")
+            result.update(_gpu_extra(128 if quick else 512, 16, 1 if quick else 3))
+        else:
+            result["gpu_note"] = "no GPU visible to TensorFlow: the gpu profile path was not measured"
+    finally:
+        if work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result["bench_seconds"] = time.perf_counter() - t_start
+    return result

@@ -1,0 +1,104 @@
+"""``python -m dagm_helpers bench --quick --json``: one JSON object, every key, sane values (not speed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dagm_helpers import bench
+
+REQUIRED = {
+    "baseline_train_img_s",
+    "train_img_s",
+    "train_speedup",
+    "baseline_infer_img_s",
+    "infer_img_s",
+    "infer_speedup",
+    "infer_agreement",
+    "gflop_per_image",
+    "peak_gflop_s",
+    "infer_fraction_of_peak",
+    "time_to_quality_s",
+    "time_to_quality_speedup",
+    "time_to_quality_speedup_is_lower_bound",
+    "peak_rss_mb",
+    "device",
+    "versions",
+    "quick",
+}
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
+    env = dict(os.environ, DAGM_HOME=str(tmp_path_factory.mktemp("bench-home")), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagm_helpers", "bench", "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"stdout must be exactly one JSON line, got: {proc.stdout[:2000]}"
+    return json.loads(lines[0])
+
+
+def test_quick_bench_has_every_key(quick_result):
+    missing = REQUIRED - set(quick_result)
+    assert not missing, f"missing keys: {sorted(missing)}"
+    assert quick_result["quick"] is True
+
+
+def test_quick_bench_values_in_range(quick_result):
+    r = quick_result
+    for key in (
+        "baseline_train_img_s",
+        "train_img_s",
+        "baseline_infer_img_s",
+        "infer_img_s",
+        "peak_gflop_s",
+        "time_to_quality_s",
+        "peak_rss_mb",
+    ):
+        assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, key
+    assert 0.0 <= r["infer_agreement"] <= 1.0
+    assert 0.0 < r["infer_fraction_of_peak"] < 1.5
+    assert 20.0 < r["gflop_per_image"] < 22.0  # the tutorial network at 512x512 (about 21.2)
+    assert isinstance(r["time_to_quality_speedup_is_lower_bound"], bool)
+    assert r["peak_rss_mb"] > 100  # TensorFlow alone takes more
+    assert r["versions"]["tensorflow"] and r["versions"]["numpy"]
+    assert "core" in r["device"] or "GPU" in r["device"] or "NVIDIA" in r["device"]
+
+
+def test_quick_bench_ratios_are_consistent(quick_result):
+    r = quick_result
+    assert r["train_speedup"] == pytest.approx(r["train_img_s"] / r["baseline_train_img_s"], rel=1e-6)
+    assert r["infer_speedup"] == pytest.approx(r["infer_img_s"] / r["baseline_infer_img_s"], rel=1e-6)
+    assert r["time_to_quality_speedup"] == pytest.approx(
+        r["baseline_time_to_quality_s"] / r["time_to_quality_s"], rel=1e-6
+    )
+    gflop = r["gflop_per_image"] * (r["infer_image_size"] / 512) ** 2
+    assert r["infer_fraction_of_peak"] == pytest.approx(
+        r["infer_img_s"] * gflop / r["peak_gflop_s"], rel=1e-6
+    )
+
+
+def test_time_it_takes_the_median():
+    calls = []
+    durations = iter([0.0, 0.03, 0.0, 0.01])  # warmup, then three timed calls
+
+    def fn():
+        import time
+
+        calls.append(1)
+        time.sleep(next(durations))
+
+    seconds = bench.time_it(fn, repeats=3, warmup=1)
+    assert len(calls) == 4
+    assert 0.009 <= seconds < 0.025  # the median of (0.03, 0.0, 0.01): 0.01 plus overhead

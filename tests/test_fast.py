@@ -1,0 +1,123 @@
+"""fast_predictor: same probabilities as the model on any image size, on every backend; clean fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from dagm_helpers import fast  # noqa: E402
+from dagm_helpers.errors import ConfigError  # noqa: E402
+from dagm_helpers.metrics import dice  # noqa: E402
+from dagm_helpers.model import small_unet  # noqa: E402
+
+#: float32 runtimes reorder sums differently from TensorFlow; probabilities agree to this
+F32_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(1)
+    m = small_unet(filters=4)
+    # a decisive output layer: logits rescaled to median 0 and spread 6 on typical inputs, so
+    # most probabilities are far from 0.5 and thresholded masks test reduced precision meaningfully
+    head = m.get_layer("mask")
+    kernel, bias = head.get_weights()
+    features = keras.Model(m.inputs, head.input)
+    x = np.random.default_rng(2).integers(0, 256, (2, 48, 80, 1)).astype(np.float32)
+    logits = np.asarray(features(x)) @ kernel[0, 0] + bias
+    scale = 6.0 / float(np.std(logits))
+    head.set_weights([kernel * scale, (bias - float(np.median(logits))) * scale])
+    return m
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (5, 45, 70)).astype(np.float32)
+    # smooth it a little so the U-Net sees structure, keep odd sizes (45 x 70: not multiples of 16)
+    smooth = (base + np.roll(base, 1, 1) + np.roll(base, 1, 2) + np.roll(base, (1, 1), (1, 2))) / 4
+    return smooth.astype(np.uint8)
+
+
+def reference(model, images: np.ndarray) -> np.ndarray:
+    """model(x) on reflection-padded images (to 48 x 80), cropped back: what every backend must match."""
+    x = np.pad(images.astype(np.float32), ((0, 0), (0, 3), (0, 10)), mode="reflect")[..., None]
+    return np.asarray(model(x, training=False))[:, :45, :70, 0]
+
+
+@pytest.mark.parametrize("backend", ["tf", "xla", "openvino"])
+def test_float32_backends_match_the_model_on_odd_sizes(model, images, backend):
+    if backend == "openvino" and not fast.openvino_available():
+        pytest.skip("openvino not installed")
+    predictor = fast.fast_predictor(model, backend=backend, batch_size=2)
+    out = predictor(images)
+    assert predictor.backend == backend
+    assert out.shape == (5, 45, 70) and out.dtype == np.float32
+    np.testing.assert_allclose(out, reference(model, images), atol=F32_ATOL)
+    # batches of 2 for 5 images: one full shape and the remainder, each compiled once
+    assert sorted(predictor.compiled_shapes) == [(1, 48, 80), (2, 48, 80)]
+    predictor(images)
+    assert len(predictor.compiled_shapes) == 2
+
+
+def test_input_forms_agree(model, images):
+    predictor = fast.fast_predictor(model, backend="tf", batch_size=8)
+    full = predictor(images)
+    np.testing.assert_allclose(predictor(images.astype(np.float32)[..., None]), full, atol=1e-6)
+    np.testing.assert_allclose(predictor(images[2]), full[2], atol=1e-6)  # one 2-D image -> (H, W)
+    np.testing.assert_allclose(predictor(list(images[:2])), full[:2], atol=1e-6)
+    assert predictor(images[:0]).shape == (0, 45, 70)
+
+
+def test_int8_masks_agree_with_float32(model, images):
+    if not (fast.openvino_available() and fast.nncf_available()):
+        pytest.skip("openvino and nncf needed for int8")
+    predictor = fast.fast_predictor(
+        model, backend="openvino", precision="int8", batch_size=8, calibration=images
+    )
+    out = predictor(images)
+    ref = reference(model, images)
+    assert predictor.precision == "int8"
+    assert 0.05 < float(np.mean(ref >= 0.5)) < 0.95  # the masks are not trivially empty or full
+    # a random tiny network is harder on int8 than a trained one: pixels within 0.1 of the
+    # threshold may flip; everywhere else the masks must agree at Dice >= 0.99
+    sure = np.abs(ref - 0.5) >= 0.1
+    assert sure.mean() > 0.5
+    assert dice((ref >= 0.5)[sure][None], out[sure][None]) >= 0.99
+    assert float(np.mean(np.abs(out - ref))) < 0.02
+
+
+def test_falls_back_to_tensorflow_without_openvino(model, images, monkeypatch):
+    monkeypatch.setattr(fast, "openvino_available", lambda: False)
+    monkeypatch.setattr(fast, "_gpu_present", lambda: False)
+    with pytest.warns(RuntimeWarning, match="openvino is not installed"):
+        predictor = fast.fast_predictor(model, backend="auto")
+    assert predictor.backend == "tf" and predictor.precision == "f32"
+    np.testing.assert_allclose(predictor(images), reference(model, images), atol=F32_ATOL)
+    with pytest.warns(RuntimeWarning, match="pip install"):
+        assert fast.fast_predictor(model, backend="openvino", precision="int8").backend == "tf"
+
+
+def test_bad_arguments_are_config_errors(model):
+    with pytest.raises(ConfigError, match="unknown fast backend"):
+        fast.fast_predictor(model, backend="onnx")
+    with pytest.raises(ConfigError, match="precision"):
+        fast.fast_predictor(model, precision="fp8")
+    with pytest.raises(ConfigError, match="int8.*openvino"):
+        fast.fast_predictor(model, backend="tf", precision="int8")
+    with pytest.raises(ConfigError, match="batch_size"):
+        fast.fast_predictor(model, batch_size=0)
+    with pytest.raises(ConfigError, match="shaped"):
+        fast.fast_predictor(model, backend="tf")(np.zeros((2, 16, 16, 3)))
+
+
+def test_training_settings():
+    cpu, gpu = fast.training_settings("cpu"), fast.training_settings("gpu")
+    keys = {"jit_compile", "steps_per_execution", "mixed_precision", "dataset", "prefetch", "threads"}
+    assert set(cpu) == keys and set(gpu) == keys
+    assert cpu["mixed_precision"] is False and gpu["mixed_precision"] is True
+    assert cpu["jit_compile"] is True and cpu["dataset"] is True
+    with pytest.raises(ConfigError):
+        fast.training_settings("tpu")
