@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import os
@@ -19,9 +20,11 @@ from _train_child import child_config, make_tiny_dagm
 
 import dagm_helpers.losses  # noqa: F401 - registers the custom objects that checkpoints name
 import dagm_helpers.metrics  # noqa: F401
-from dagm_helpers import train as train_mod
 from dagm_helpers.errors import ConfigError, TrainingError
 from dagm_helpers.train import HISTORY_COLUMNS, TrainConfig, train
+
+# the module itself (the package re-exports a function of the same name)
+train_mod = importlib.import_module("dagm_helpers.train")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
