@@ -37,6 +37,7 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str | None = None) -> Iter
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
     try:
         yield tmp
         if not tmp.exists():
@@ -47,6 +48,12 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str | None = None) -> Iter
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
