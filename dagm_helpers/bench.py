@@ -102,7 +102,7 @@ def versions() -> dict[str, str | None]:
 
 
 def peak_gflop_s(n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of a float32 ``n x n`` matrix multiply (2 n^3 FLOPs), median of ``repeats``."""
+    """GFLOP/s of a float32 ``n x n`` matrix multiply (2 n^3 FLOPs), the best of ``repeats``."""
     import tensorflow as tf
 
     a = tf.random.uniform((n, n), dtype=tf.float32)
@@ -111,8 +111,14 @@ def peak_gflop_s(n: int = 2048, repeats: int = 5) -> float:
     def once() -> None:
         tf.linalg.matmul(a, b).numpy()
 
-    seconds = time_it(once, repeats=repeats, warmup=2)
-    return 2.0 * n**3 / seconds / 1e9
+    for _ in range(2):
+        once()
+    best = math.inf
+    for _ in range(max(1, repeats)):  # the best repeat: a peak, not a typical value
+        t0 = time.perf_counter()
+        once()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
 
 
 # ----------------------------------------------------------------------------- data
@@ -405,7 +411,7 @@ def run_benchmark(quick: bool = False, work_dir: str | os.PathLike[str] | None =
     try:
         # --- the machine
         _log("matrix-multiply probe")
-        result["peak_gflop_s"] = peak_gflop_s(1024 if quick else 2048, repeats=3 if quick else 7)
+        result["peak_gflop_s"] = peak_gflop_s(2048, repeats=4 if quick else 10)
         result["gflop_per_image"] = float(gflops(small_unet(), 512))
 
         # --- training throughput (same model, same work per image)
@@ -449,7 +455,9 @@ def run_benchmark(quick: bool = False, work_dir: str | os.PathLike[str] | None =
 
         # --- inference: model.predict against the fast predictor on real-looking images
         _log("inference")
-        model = fast_ttq["model"]
+        # the trained weights in a model compiled the tutorial's way (Keras' defaults: no XLA on a CPU)
+        model = _tutorial_model()
+        model.set_weights(fast_ttq["model"].get_weights())
         size = 128 if quick else 512
         n_img = 8 if quick else 16
         images = _test_images(fast_ttq["data_root"], fast_ttq["classes"], size, n_img)
