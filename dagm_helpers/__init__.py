@@ -85,10 +85,10 @@ _EXPORTS: dict[str, str] = {
     "predict_proba": "infer",
     "evaluate": "infer",
     "predict_files": "infer",
-    # train
-    "TrainConfig": "train",
-    "Run": "train",
-    "train": "train",
+    # training
+    "TrainConfig": "training",
+    "Run": "training",
+    "train": "training",
     # experiment
     "compare": "experiment",
     # viz

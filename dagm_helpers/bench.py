@@ -208,7 +208,7 @@ class _QualityStop:
     def make(history_csv: Path, target: float) -> Any:
         import keras
 
-        from .train import read_history
+        from .training import read_history
 
         class Stop(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
@@ -220,8 +220,8 @@ class _QualityStop:
 
 
 def _fast_time_to_quality(work: Path, profile_name: str, budget_s: float, overrides: dict) -> dict:
-    """Train with a profile via :func:`dagm_helpers.train.train` until the quality is reached."""
-    from .train import TrainConfig, train
+    """Train with a profile via :func:`dagm_helpers.training.train` until the quality is reached."""
+    from .training import TrainConfig, train
 
     out = work / f"ttq-{profile_name}"
     config = TrainConfig(
@@ -259,7 +259,7 @@ def _tutorial_time_to_quality(
     from .data.layout import scan
     from .data.pipeline import load_arrays
     from .losses import DiceLoss
-    from .train import validation_scores
+    from .training import validation_scores
 
     index = scan(root).filter(classes=classes, split="Train")
     train_set, val_set = index.train_val_split(val_fraction=0.2, seed=0)

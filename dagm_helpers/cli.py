@@ -59,7 +59,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- model
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, TrainingInterrupted, train
+    from .training import TrainConfig, TrainingInterrupted, train
 
     config = TrainConfig.from_cli(args)
     try:

@@ -58,6 +58,9 @@ class Profile:
     synth_images_per_split: int
     #: the share of the training images held out for validation
     val_fraction: float = 0.2
+    #: at most this many validation images (all defective ones first), or None for all:
+    #: validation runs on full images after every epoch, so it costs time on a CPU
+    max_val_images: int | None = None
     #: brightness/contrast jitter in training augmentation
     intensity_jitter: bool = False
     extra: dict = field(default_factory=dict)
@@ -111,6 +114,7 @@ PROFILES: dict[str, Profile] = {
         xla=True,
         classes=(1,),
         synth_images_per_split=300,
+        max_val_images=24,
     ),
     # The tutorial's recipe: full 512x512 images, Adam 1e-4, batch 10, 50 epochs.
     "gpu": Profile(

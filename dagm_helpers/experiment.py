@@ -100,14 +100,14 @@ def compare(
 ) -> Comparison:
     """Train every loss with seeds ``0 .. seeds-1`` on identical data and budget; write the results.
 
-    ``train_overrides`` are :class:`~dagm_helpers.train.TrainConfig` fields (epochs,
+    ``train_overrides`` are :class:`~dagm_helpers.training.TrainConfig` fields (epochs,
     max_minutes, image_size, crop_size, batch_size, lr) applied to every run alike.
     """
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if not losses or len(set(losses)) != len(losses):
         raise ConfigError(f"--losses needs distinct loss names, got {list(losses)}")
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     out = Path(out)
     results: dict[str, LossResult] = {}

@@ -138,14 +138,14 @@ def setup_notebook(
 
 # ----------------------------------------------------------------------------- training runs and examples
 def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
-    """The :class:`~dagm_helpers.train.TrainConfig` every notebook trains ``loss`` with.
+    """The :class:`~dagm_helpers.training.TrainConfig` every notebook trains ``loss`` with.
 
     One place, so notebooks 3, 4 and 5 use the same data, seed and budget and
     differ only in the loss. The run goes to ``runs_dir/<loss>`` (replacing an
     older run there). ``$DAGM_MAX_MINUTES`` (set by the series runner) caps the
     time budget of each run.
     """
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     minutes = os.environ.get(MINUTES_ENV, "").strip()
     if minutes and "max_minutes" not in overrides:
@@ -166,7 +166,7 @@ def load_run(folder: str | os.PathLike[str]):
     import json
 
     from .infer import load_model
-    from .train import Run, read_history
+    from .training import Run, read_history
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -198,7 +198,7 @@ def finished_run_matches(folder: Path, config) -> bool:
 
 def ensure_run(setup: NotebookSetup, loss: str, seed: int = 0):
     """The run notebooks 3/4 trained for ``loss`` if it is there and matches, else train it now."""
-    from .train import train
+    from .training import train
 
     config = run_config(setup, loss, seed)
     if finished_run_matches(Path(config.out), config):

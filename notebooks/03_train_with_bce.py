@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -45,7 +47,7 @@ import math
 import os
 
 from dagm_helpers.notebook import check_run, example_images, run_config, setup_notebook, validation_figure
-from dagm_helpers.train import train
+from dagm_helpers.training import train
 from dagm_helpers.viz import foreground_share, plot_history
 
 # %%

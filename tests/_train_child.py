@@ -74,7 +74,7 @@ def child_config(
     data: str | Path, out: str | Path, epochs: int, resume: bool = False, marker: str | Path | None = None
 ):
     """The deterministic configuration the kill test trains (smoke profile, tiny data)."""
-    from dagm_helpers.train import TrainConfig
+    from dagm_helpers.training import TrainConfig
 
     return TrainConfig(
         callbacks=[_marker_callback(marker)] if marker else [],
@@ -99,7 +99,7 @@ def child_config(
 
 
 def main(argv: list[str]) -> int:
-    from dagm_helpers.train import TrainingInterrupted, train
+    from dagm_helpers.training import TrainingInterrupted, train
 
     data, out, epochs = argv[0], argv[1], int(argv[2])
     resume = "--resume" in argv

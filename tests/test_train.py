@@ -21,10 +21,10 @@ from _train_child import child_config, make_tiny_dagm
 import dagm_helpers.losses  # noqa: F401 - registers the custom objects that checkpoints name
 import dagm_helpers.metrics  # noqa: F401
 from dagm_helpers.errors import ConfigError, TrainingError
-from dagm_helpers.train import HISTORY_COLUMNS, TrainConfig, train
+from dagm_helpers.training import HISTORY_COLUMNS, TrainConfig, train
 
 # the module itself (the package re-exports a function of the same name)
-train_mod = importlib.import_module("dagm_helpers.train")
+train_mod = importlib.import_module("dagm_helpers.training")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -307,7 +307,7 @@ MIRRORED = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, sys.argv[3])
     from _train_child import child_config
-    from dagm_helpers.train import choose_strategy, train
+    from dagm_helpers.training import choose_strategy, train
     devices = ["/cpu:0", "/cpu:1"]
     strategy = choose_strategy(devices)
     assert type(strategy).__name__ == "MirroredStrategy" and strategy.num_replicas_in_sync == 2

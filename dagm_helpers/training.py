@@ -688,8 +688,26 @@ def _select_data(config: TrainConfig, profile: Profile) -> tuple[Path, Any, Any,
     train_set, val_set = train_all.train_val_split(val_fraction=profile.val_fraction, seed=int(config.seed))
     if len(train_set) == 0:
         raise DatasetError(f"{root}: only {len(train_all)} training image(s); too few to hold out validation")
+    if profile.max_val_images and len(val_set) > profile.max_val_images:
+        val_set = cap_validation(val_set, profile.max_val_images, seed=int(config.seed))
     test_set = index.filter(classes=classes, split="Test")
     return root, train_set, val_set, test_set
+
+
+def cap_validation(val_set: Any, limit: int, seed: int = 0) -> Any:
+    """At most ``limit`` validation samples: every defective one first, then clean ones.
+
+    Deterministic for a seed; the order of the index is kept. Held-out images beyond
+    the cap are not used for training either, so the split itself does not change.
+    """
+    from .data.layout import SampleIndex
+
+    samples = list(val_set)
+    defective = [i for i, s in enumerate(samples) if s.defective][:limit]
+    clean = [i for i, s in enumerate(samples) if not s.defective]
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7919])
+    keep = set(defective) | {clean[j] for j in rng.permutation(len(clean))[: max(limit - len(defective), 0)]}
+    return SampleIndex([s for i, s in enumerate(samples) if i in keep], val_set.root)
 
 
 def train(config: TrainConfig) -> Run:
