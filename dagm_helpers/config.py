@@ -61,6 +61,8 @@ class Profile:
     #: at most this many validation images (all defective ones first), or None for all:
     #: validation runs on full images after every epoch, so it costs time on a CPU
     max_val_images: int | None = None
+    #: per-training budget when the whole notebook series runs (two trainings must fit it)
+    series_max_minutes: float | None = None
     #: brightness/contrast jitter in training augmentation
     intensity_jitter: bool = False
     extra: dict = field(default_factory=dict)
@@ -115,6 +117,7 @@ PROFILES: dict[str, Profile] = {
         classes=(1,),
         synth_images_per_split=300,
         max_val_images=24,
+        series_max_minutes=6.0,
     ),
     # The tutorial's recipe: full 512x512 images, Adam 1e-4, batch 10, 50 epochs.
     "gpu": Profile(

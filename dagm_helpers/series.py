@@ -24,7 +24,6 @@ from .errors import DagmError
 #: seconds one cell may run (the cpu profile's training cell takes ~10 minutes)
 CELL_TIMEOUT_S = 3600
 #: minutes each of the two training runs (notebooks 3 and 4) gets in the cpu profile
-SERIES_CPU_MINUTES = 6.0
 
 
 class NotebookError(DagmError):
@@ -151,8 +150,9 @@ def run_series(
     }
     if profile:
         env["DAGM_PROFILE"] = profile
-    if not os.environ.get("DAGM_MAX_MINUTES") and resolve_profile(profile).name == "cpu":
-        env["DAGM_MAX_MINUTES"] = str(SERIES_CPU_MINUTES)  # two trainings must fit the series' 20 minutes
+    series_minutes = resolve_profile(profile).series_max_minutes
+    if not os.environ.get("DAGM_MAX_MINUTES") and series_minutes:
+        env["DAGM_MAX_MINUTES"] = str(series_minutes)  # two trainings must fit the series' time
     print(
         f"running {len(paths)} notebook(s) into {out} (profile: {profile or os.environ.get('DAGM_PROFILE') or 'auto'})"
     )
@@ -176,7 +176,6 @@ def run_series(
 
 __all__ = [
     "CELL_TIMEOUT_S",
-    "SERIES_CPU_MINUTES",
     "NotebookError",
     "execute_notebook",
     "notebook_paths",
