@@ -102,13 +102,23 @@ def _validate(
         raise bad(f"growth_rate must be None or an integer >= 1, got {growth_rate!r}")
 
 
+#: initialiser of the ReLU convolutions (He-normal; the tutorial used Keras' default "glorot_uniform")
+KERNEL_INIT = "he_normal"
+
+
 def _conv(x: keras.KerasTensor, n: int, kernel: int, batch_norm: bool, name: str) -> keras.KerasTensor:
     """3x3 (or kxk) 'same' convolution + optional batch norm + ReLU."""
     if batch_norm:
-        x = layers.Conv2D(n, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = layers.Conv2D(
+            n, kernel, padding="same", use_bias=False, kernel_initializer=KERNEL_INIT, name=f"{name}_conv"
+        )(x)
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
         return layers.Activation("relu", name=f"{name}_relu")(x)
-    return layers.Conv2D(n, kernel, padding="same", activation="relu", name=name)(x)
+    # He initialisation suits ReLU (and is what the U-Net paper uses); with Keras' default
+    # Glorot init the plain network regularly died (all outputs 0) at Adam 1e-3 here.
+    return layers.Conv2D(
+        n, kernel, padding="same", activation="relu", kernel_initializer=KERNEL_INIT, name=name
+    )(x)
 
 
 def _conv_block(

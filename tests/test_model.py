@@ -189,3 +189,23 @@ def test_mixed_precision_output_is_float32():
         assert np.asarray(y).dtype == np.float32
     finally:
         keras.config.set_dtype_policy(old)
+
+
+def test_relu_convolutions_start_from_he_normal(monkeypatch):
+    import keras
+
+    from dagm_helpers import model as model_mod
+
+    net = model_mod.small_unet()
+    relu_convs = [
+        layer
+        for layer in net.layers
+        if isinstance(layer, keras.layers.Conv2D)
+        and not isinstance(layer, keras.layers.Conv2DTranspose)
+        and layer.name != "mask"
+    ]
+    assert len(relu_convs) == 18
+    assert all(isinstance(layer.kernel_initializer, keras.initializers.HeNormal) for layer in relu_convs)
+    monkeypatch.setattr(model_mod, "KERNEL_INIT", "glorot_uniform")
+    glorot = model_mod.small_unet()
+    assert isinstance(glorot.get_layer("enc1_conv1").kernel_initializer, keras.initializers.GlorotUniform)
