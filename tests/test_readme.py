@@ -1,0 +1,31 @@
+"""The README's promises: the two commands, and a Colab badge per notebook that points at it."""
+
+from pathlib import Path
+
+from dagm_helpers.config import colab_url
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+TEST_COMMAND = "python -m pip install -r requirements-dev.txt -e . && python -m pytest"
+MAIN_COMMAND = "python -m pip install -r requirements-dev.txt -e . && python -m dagm_helpers series"
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    assert TEST_COMMAND in README.splitlines()[README.splitlines().index("    " + TEST_COMMAND)]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert TEST_COMMAND in [line.strip() for line in ci]
+
+
+def test_main_command_is_in_the_readme():
+    assert "    " + MAIN_COMMAND in README.splitlines()
+
+
+def test_every_notebook_has_a_badge_to_its_own_path():
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == 5
+    for nb in notebooks:
+        assert colab_url(f"notebooks/{nb.name}") in README, nb.name
+
+
+def test_no_placeholders_left():
+    assert "PLACEHOLDER" not in README
