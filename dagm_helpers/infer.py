@@ -591,8 +591,13 @@ def evaluate(
     image_size: int = 512,
     policy: str = "resize",
     progress: bool | None = None,
+    fast: bool = True,
 ) -> dict[str, Any]:
     """Segmentation and image-level metrics of ``model`` (a model or a path) on ``samples``.
+
+    With ``fast`` (default) and OpenVINO installed, the probabilities come from
+    :func:`dagm_helpers.fast.fast_predictor` (the same numbers to ~1e-7, about 1.5x faster on
+    a CPU); otherwise from :func:`predict_proba`. ``result["backend"]`` says which.
 
     Images are read with :func:`dagm_helpers.data.pipeline.load_arrays` (``image_size``, ``policy``) in
     chunks of :data:`EVAL_CHUNK`, so memory does not grow with the number of images. Returns a dict with
@@ -619,12 +624,14 @@ def evaluate(
     if not samples:
         raise DatasetError("no samples to evaluate: check the data folder, the classes and the split")
     acc = EvalAccumulator(threshold)
+    predict = _fast_or_plain(model, batch_size) if fast else None
+    backend = getattr(predict, "backend", "tf")
     bar = _progress(len(samples), "evaluate", progress)
     try:
         for i in range(0, len(samples), EVAL_CHUNK):
             chunk = samples[i : i + EVAL_CHUNK]
             images, masks = load_arrays(chunk, size=image_size, policy=policy)
-            probs = predict_proba(model, images, batch_size=batch_size)
+            probs = predict(images) if predict else predict_proba(model, images, batch_size=batch_size)
             acc.update(masks, probs, [bool(s.defective) for s in chunk])
             bar.update(len(chunk))
     finally:
@@ -632,7 +639,21 @@ def evaluate(
     result = acc.result()
     result["seconds"] = round(time.perf_counter() - start, 3)
     result["image_size"] = int(image_size)
+    result["backend"] = backend
     return result
+
+
+def _fast_or_plain(model: Any, batch_size: int) -> Any:
+    """OpenVINO's predictor for ``model`` when it is installed and no GPU is used, else None."""
+    from .fast import fast_predictor, openvino_available
+
+    if not openvino_available() or required_multiple(model) != 16:
+        return None
+    try:
+        return fast_predictor(model, backend="auto", batch_size=batch_size)
+    except Exception as exc:  # a conversion problem must not cost the evaluation: fall back
+        warnings.warn(f"fast inference unavailable ({exc}); using TensorFlow", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def evaluate_cli(args: Any) -> dict[str, Any]:

@@ -351,3 +351,26 @@ def test_evaluate_streams_in_chunks(tmp_path, monkeypatch):
     for key in infer.EVAL_KEYS:
         if key != "seconds":
             assert r[key] == pytest.approx(one[key]) if one[key] is not None else r[key] is None, key
+
+
+def test_evaluate_fast_path_gives_the_same_numbers(tmp_path):
+    import numpy as np
+
+    from dagm_helpers import fast
+    from dagm_helpers.data.layout import scan
+    from dagm_helpers.data.synth import synthesize
+    from dagm_helpers.model import small_unet
+
+    if not fast.openvino_available():
+        pytest.skip("openvino not installed: evaluate uses TensorFlow only")
+    root = synthesize(tmp_path / "synth", classes=[1], images_per_split=8, seed=0)
+    samples = scan(root).filter(classes=[1], split="Test")
+    model = small_unet()
+    slow = infer.evaluate(model, samples, threshold=0.5, image_size=64, fast=False, progress=False)
+    quick = infer.evaluate(model, samples, threshold=0.5, image_size=64, fast=True, progress=False)
+    assert (slow["backend"], quick["backend"]) == ("tf", "openvino")
+    for key in infer.EVAL_KEYS:
+        if key in ("seconds",):
+            continue
+        a, b = slow[key], quick[key]
+        assert (a is None and b is None) or np.isclose(a, b, atol=1e-4), key
