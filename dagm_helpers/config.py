@@ -117,7 +117,7 @@ PROFILES: dict[str, Profile] = {
         classes=(1,),
         synth_images_per_split=300,
         max_val_images=24,
-        series_max_minutes=6.0,
+        series_max_minutes=4.0,
     ),
     # The tutorial's recipe: full 512x512 images, Adam 1e-4, batch 10, 50 epochs.
     "gpu": Profile(
