@@ -107,7 +107,7 @@ def compare(
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if not losses or len(set(losses)) != len(losses):
         raise ConfigError(f"--losses needs distinct loss names, got {list(losses)}")
-    from .training import TrainConfig, train
+    from .training import TrainConfig, read_history, train
 
     out = Path(out)
     results: dict[str, LossResult] = {}
@@ -118,7 +118,7 @@ def compare(
             if (run_dir / "metrics.json").exists():
                 print(f"[compare] reusing finished run {run_dir}", flush=True)
                 history, metrics = (
-                    _read_history(run_dir / "history.csv"),
+                    read_history(run_dir / "history.csv"),
                     _read_json(run_dir / "metrics.json"),
                 )
             else:
@@ -341,13 +341,6 @@ def plot_edges(
 
 
 # ----------------------------------------------------------------------------- small utilities
-def _read_history(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [dict(row) for row in csv.DictReader(fh)]
-
-
 def _read_json(path: Path) -> dict:
     import json
 

@@ -68,3 +68,21 @@ def test_rejects_bad_arguments(tmp_path):
         experiment.compare(losses=["bce"], seeds=0, out=tmp_path)
     with pytest.raises(ConfigError, match="distinct"):
         experiment.compare(losses=["bce", "bce"], seeds=1, out=tmp_path)
+
+
+def test_compare_smoke_writes_table_and_figures(tmp_path):
+    out = tmp_path / "cmp"
+    comp = experiment.compare(losses=["bce", "dice"], seeds=1, out=out, data="synthetic", profile="smoke")
+    for name in ("comparison.csv", "comparison.md", "val_iou_vs_epoch.png", "edges.png"):
+        assert (out / name).stat().st_size > 0, name
+    with open(out / "comparison.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["loss"] for r in rows] == ["bce", "dice"] and all(r["seeds"] == "1" for r in rows)
+    for r in rows:
+        value = r["dice_defective_mean_mean"]
+        assert value == "n/a" or 0.0 <= float(value) <= 1.0
+    assert all(len(res.histories[0]) >= 1 for res in comp.results.values())
+    # a second call reuses the finished runs instead of training again
+    before = (out / "runs" / "bce-seed0" / "model.keras").stat().st_mtime_ns
+    experiment.compare(losses=["bce", "dice"], seeds=1, out=out, data="synthetic", profile="smoke")
+    assert (out / "runs" / "bce-seed0" / "model.keras").stat().st_mtime_ns == before
