@@ -157,3 +157,20 @@ def test_prediction_browser_sliders_change_what_is_shown():
 def test_prediction_browser_needs_a_model():
     with pytest.raises(ValueError):
         viz.prediction_browser(np.zeros((1, 8, 8), np.uint8), None, {})
+
+
+def test_class_grid_one_row_per_class_defective_first(tmp_path):
+    from dagm_helpers.data.layout import scan
+    from dagm_helpers.data.synth import synthesize
+    from dagm_helpers.viz import class_grid
+
+    root = synthesize(tmp_path / "s", classes=[1, 2], images_per_split=8, seed=0)
+    fig = class_grid(scan(root).filter(split="Train"), per_class=3, size=64)
+    axes = fig.axes
+    assert len(axes) == 6  # 2 classes x 3 examples
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0].startswith("class 1") and titles[3].startswith("class 2")
+    assert titles[0].endswith("defect") and titles[3].endswith("defect")  # defective examples first
+    assert "label ellipse" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="at least one sample"):
+        class_grid([])
