@@ -104,9 +104,11 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu",
         image_size=512,
-        crop_size=128,
+        # 256 crops, batch 8: a 10-minute run on class 1 reached test Dice 0.30 / AP 0.94,
+        # where 128 crops, batch 16 had learned nothing in the same time (see the issue notes)
+        crop_size=256,
         defect_crop_fraction=0.6,
-        batch_size=16,
+        batch_size=8,
         learning_rate=1e-3,
         lr_schedule="cosine",
         epochs=40,
