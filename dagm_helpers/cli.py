@@ -220,6 +220,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-size", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument(
+        "--defect-crop-fraction",
+        type=float,
+        default=None,
+        help="share of crops from defective images centred near a defect (default: the profile's)",
+    )
+    p.add_argument(
+        "--defective-share",
+        type=float,
+        default=None,
+        help="share of training samples drawn from defective images (oversampling; default: the profile's)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -39,7 +39,7 @@ class Profile:
     image_size: int
     #: side of the random training crops, or None to train on full images
     crop_size: int | None
-    #: share of crops centred near a defect (only with crop_size)
+    #: share of crops from defective images centred near a defect (only with crop_size)
     defect_crop_fraction: float
     batch_size: int
     learning_rate: float
@@ -65,6 +65,8 @@ class Profile:
     series_max_minutes: float | None = None
     #: brightness/contrast jitter in training augmentation
     intensity_jitter: bool = False
+    #: share of training samples drawn from the defective images (oversampling), or None
+    defective_share: float | None = None
     extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> Profile:

@@ -17,6 +17,7 @@ smoke profile to renew those kept outputs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -143,13 +144,25 @@ def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
     One place, so notebooks 3, 4 and 5 use the same data, seed and budget and
     differ only in the loss. The run goes to ``runs_dir/<loss>`` (replacing an
     older run there). ``$DAGM_MAX_MINUTES`` (set by the series runner) caps the
-    time budget of each run.
+    time budget of each run; below the profile's own budget it also shortens the
+    schedule (epochs) in proportion.
     """
     from .training import TrainConfig
 
     minutes = os.environ.get(MINUTES_ENV, "").strip()
     if minutes and "max_minutes" not in overrides:
-        overrides["max_minutes"] = float(minutes)
+        try:
+            budget = float(minutes)
+        except ValueError:
+            raise ConfigError(f"${MINUTES_ENV} must be a number of minutes, got {minutes!r}") from None
+        if not budget > 0:
+            raise ConfigError(f"${MINUTES_ENV} must be positive, got {minutes!r}")
+        overrides["max_minutes"] = budget
+        full = setup.profile
+        if "epochs" not in overrides and full.max_minutes and budget < full.max_minutes:
+            # a shorter budget runs a proportionally shorter schedule, so that the learning
+            # rate still decays to its end instead of being cut off while it is high
+            overrides["epochs"] = max(1, math.ceil(full.epochs * budget / full.max_minutes))
     return TrainConfig(
         out=setup.runs_dir / loss,
         data=setup.data_source,

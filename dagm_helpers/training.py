@@ -135,7 +135,7 @@ class TrainConfig:
         loss: ``bce``, ``dice``, ``bce_dice``, ``focal_tversky`` or ``tutorial_dice``.
         profile: ``smoke``, ``cpu``, ``gpu`` or ``None``/``auto`` (``$DAGM_PROFILE``, else by hardware).
         epochs, max_minutes, image_size, crop_size, batch_size, lr, steps_per_epoch,
-            defect_crop_fraction, val_fraction: overrides of the profile (``crop_size=0``:
+            defect_crop_fraction, defective_share, val_fraction: overrides of the profile (``crop_size=0``:
             train on full images).
         seed: weights, data split, data order and augmentation all follow it.
         resume: continue the run in ``out`` from ``last.keras``.
@@ -162,6 +162,7 @@ class TrainConfig:
     lr: float | None = None
     steps_per_epoch: int | None = None
     defect_crop_fraction: float | None = None
+    defective_share: float | None = None
     val_fraction: float | None = None
     seed: int = 0
     resume: bool = False
@@ -196,6 +197,8 @@ class TrainConfig:
             crop_size=getattr(args, "crop_size", None),
             batch_size=getattr(args, "batch_size", None),
             lr=getattr(args, "lr", None),
+            defect_crop_fraction=getattr(args, "defect_crop_fraction", None),
+            defective_share=getattr(args, "defective_share", None),
             seed=getattr(args, "seed", 0) or 0,
             resume=bool(getattr(args, "resume", False)),
         )
@@ -211,6 +214,7 @@ class TrainConfig:
             learning_rate=self.lr,
             steps_per_epoch=self.steps_per_epoch,
             defect_crop_fraction=self.defect_crop_fraction,
+            defective_share=self.defective_share,
             val_fraction=self.val_fraction,
         )
         if self.crop_size is not None:
@@ -251,6 +255,8 @@ def _validate_profile(p: Profile) -> None:
         raise bad(f"max minutes must be positive, got {p.max_minutes}")
     if p.steps_per_epoch is not None and p.steps_per_epoch < 1:
         raise bad(f"steps per epoch must be at least 1, got {p.steps_per_epoch}")
+    if p.defective_share is not None and not 0.0 <= p.defective_share <= 1.0:
+        raise bad(f"defective share must be between 0 and 1, got {p.defective_share}")
     if not 0.0 < p.val_fraction < 1.0:
         raise bad(f"validation fraction must be between 0 and 1, got {p.val_fraction}")
     if p.lr_schedule not in ("constant", "cosine"):
@@ -807,6 +813,7 @@ def train(config: TrainConfig) -> Run:
             batch_size=global_batch,
             crop_size=profile.crop_size,
             defect_crop_fraction=profile.defect_crop_fraction if profile.crop_size else 0.0,
+            defective_share=profile.defective_share,
             augment=True,
             intensity_jitter=profile.intensity_jitter,
             shuffle=True,

@@ -136,6 +136,41 @@ def test_defect_biased_crops_contain_defects():
     assert hit_rate(0.0) < 0.35
 
 
+def test_defective_share_oversamples_defective_images():
+    # 1 defective image of 10: without oversampling it is 10% of the elements
+    images, masks = _arrays(n=10, defective=(4,))
+
+    def share(value):
+        ds = pipeline.dataset_from_arrays(
+            images, masks, batch_size=10, defective_share=value, shuffle=True, repeat=True, seed=2
+        )
+        flags = [y.reshape(10, -1).max(axis=1) > 0 for _, y in _batches(ds, 40)]
+        return float(np.mean(np.concatenate(flags)))
+
+    assert share(None) == pytest.approx(0.1)  # each image exactly once per epoch
+    assert 0.45 <= share(0.5) <= 0.65  # half drawn from the defective images, plus its own turn
+    assert share(1.0) == 1.0
+
+
+def test_defective_share_is_reproducible_and_checked():
+    images, masks = _arrays(n=8, defective=(1, 5))
+    kw = dict(batch_size=4, crop_size=16, defective_share=0.5, shuffle=True, repeat=True, seed=4)
+    a = _batches(pipeline.dataset_from_arrays(images, masks, **kw), 6)
+    b = _batches(pipeline.dataset_from_arrays(images, masks, **kw), 6)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    with pytest.raises(ConfigError, match="defective_share must be between 0 and 1"):
+        pipeline.dataset_from_arrays(images, masks, batch_size=2, defective_share=1.5, shuffle=True)
+    with pytest.raises(ConfigError, match="needs shuffle"):
+        pipeline.dataset_from_arrays(images, masks, batch_size=2, defective_share=0.5)
+    clean = np.zeros_like(masks)  # no defective image: used as it is
+    ds = pipeline.dataset_from_arrays(
+        images, clean, batch_size=8, defective_share=0.5, shuffle=True, repeat=True
+    )
+    assert all(y.max() == 0 for _, y in _batches(ds, 2))
+
+
 def test_same_seed_same_batches_other_seed_differs():
     images, masks = _arrays(n=7)
     kw = dict(

@@ -148,6 +148,7 @@ def make_dataset(
     image_size: int = 512,
     crop_size: int | None = None,
     defect_crop_fraction: float = 0.0,
+    defective_share: float | None = None,
     augment: bool = False,
     intensity_jitter: bool = False,
     shuffle: bool = False,
@@ -169,6 +170,7 @@ def make_dataset(
         batch_size=batch_size,
         crop_size=crop_size,
         defect_crop_fraction=defect_crop_fraction,
+        defective_share=defective_share,
         augment=augment,
         intensity_jitter=intensity_jitter,
         shuffle=shuffle,
@@ -187,6 +189,7 @@ def dataset_from_arrays(
     batch_size: int,
     crop_size: int | None = None,
     defect_crop_fraction: float = 0.0,
+    defective_share: float | None = None,
     augment: bool = False,
     intensity_jitter: bool = False,
     shuffle: bool = False,
@@ -202,6 +205,11 @@ def dataset_from_arrays(
       ``defect_crop_fraction`` of the crops from *defective* images is placed so that a
       randomly chosen defect pixel lies inside the crop, away from its border by a
       random jitter of up to a quarter crop (so those crops always contain defect pixels).
+    * ``defective_share``: oversample defective images. Each element of an epoch is, with
+      this probability, a randomly drawn *defective* image instead of the next image of
+      the permutation (``None``: no oversampling, each image equally often). Defective
+      images are rare (about one in seven in DAGM), so without it most training crops
+      show no defect at all. Needs ``shuffle``; a set without defective images is used as it is.
     * ``augment``: random horizontal flip and rotation by a multiple of 90 degrees
       (only 0/180 for non-square images, so shapes stay fixed).
     * ``intensity_jitter``: brightness shift up to +-20 grey levels and contrast factor 0.8-1.2.
@@ -240,6 +248,10 @@ def dataset_from_arrays(
         out_h, out_w = height, width
     if not 0.0 <= defect_crop_fraction <= 1.0:
         raise ConfigError(f"defect_crop_fraction must be between 0 and 1, got {defect_crop_fraction}")
+    if defective_share is not None and not 0.0 <= defective_share <= 1.0:
+        raise ConfigError(f"defective_share must be between 0 and 1, got {defective_share}")
+    if defective_share and not shuffle:
+        raise ConfigError("defective_share (oversampling defective images) needs shuffle=True")
     drop = repeat if drop_remainder is None else drop_remainder
     if repeat:
         steps = int(steps_per_epoch) if steps_per_epoch else steps_for(n, batch_size)
@@ -250,7 +262,10 @@ def dataset_from_arrays(
 
     img_t = tf.constant(images.astype(np.uint8, copy=False))
     mask_t = tf.constant((masks > 0).astype(np.uint8))
-    defective_t = tf.constant(masks.reshape(n, -1).max(axis=1) > 0)
+    defective_np = masks.reshape(n, -1).max(axis=1) > 0
+    defective_t = tf.constant(defective_np)
+    oversample = bool(defective_share) and shuffle and bool(defective_np.any())
+    defective_idx = tf.constant(np.flatnonzero(defective_np).astype(np.int64))
     seed_t = tf.constant(int(seed), tf.int64)
     square = out_h == out_w
 
@@ -261,6 +276,11 @@ def dataset_from_arrays(
         else:
             order = tf.tile(tf.range(n, dtype=tf.int32), [reps])
         order = tf.cast(order[:per_epoch], tf.int64)
+        if oversample:
+            pick = tf.random.stateless_uniform([2, per_epoch], seed=tf.stack([seed_t + 1, epoch]))
+            which = tf.cast(pick[1] * tf.cast(tf.size(defective_idx), tf.float32), tf.int64)
+            which = tf.minimum(which, tf.cast(tf.size(defective_idx), tf.int64) - 1)
+            order = tf.where(pick[0] < defective_share, tf.gather(defective_idx, which), order)
         return tf.data.Dataset.from_tensor_slices(
             (tf.fill([per_epoch], epoch), tf.range(per_epoch, dtype=tf.int64), order)
         )
