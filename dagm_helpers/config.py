@@ -67,6 +67,8 @@ class Profile:
     intensity_jitter: bool = False
     #: share of training samples drawn from the defective images (oversampling), or None
     defective_share: float | None = None
+    #: keyword options of ``small_unet`` for this profile (``TrainConfig.model`` adds to them)
+    model: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> Profile:
@@ -80,6 +82,7 @@ class Profile:
         """A JSON-friendly dict of all settings."""
         d = dataclasses.asdict(self)
         d["classes"] = list(self.classes)
+        d["model"] = dict(self.model)
         return d
 
 

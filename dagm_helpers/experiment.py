@@ -227,7 +227,7 @@ def format_markdown(comparison: Comparison) -> str:
         f"Test-split numbers are mean ± standard deviation over {n_seeds} seed(s); each seed trains every",
         "loss on the same data, split and budget. IoU and Dice per image are averaged over defective",
         "test images; pixel IoU pools every pixel of every test image; boundary F1 compares predicted",
-        "and true mask edges within 2 px; image AP ranks images by their maximum defect probability.",
+        "and true mask edges within 2 px; image AP ranks images by their defect score (the mean of their 100 most confident pixels).",
         "'Epochs/seconds to it' average over the runs that reached the validation IoU target.",
         "",
         "Figures: `val_iou_vs_epoch.png` (convergence), `edges.png` (predicted edges per loss).",

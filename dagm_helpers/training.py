@@ -140,7 +140,8 @@ class TrainConfig:
         seed: weights, data split, data order and augmentation all follow it.
         resume: continue the run in ``out`` from ``last.keras``.
         overwrite: start afresh even if ``out`` holds a run (its files are replaced).
-        model: keyword options of :func:`dagm_helpers.model.small_unet` (e.g. ``{"batch_norm": True}``).
+        model: keyword options of :func:`dagm_helpers.model.small_unet` (e.g. ``{"batch_norm": True}``),
+            on top of the profile's ``model`` options.
         verbose: 0 silent, 1 Keras progress bars, 2 one line per epoch, ``"auto"``: 1 in
             notebooks and terminals, 2 otherwise (logs, CI).
         devices: run on these devices (e.g. ``["/cpu:0", "/cpu:1"]``) with
@@ -773,7 +774,7 @@ def train(config: TrainConfig) -> Run:
                         file=sys.stderr,
                     )
             else:
-                model = small_unet(**config.model)
+                model = small_unet(**{**profile.model, **config.model})
                 schedule: Any = lr
                 if profile.lr_schedule == "cosine":
                     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps, alpha=0.01)

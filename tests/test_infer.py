@@ -247,7 +247,10 @@ def test_fixed_size_model_is_tiled_at_its_size():
 
 
 # ----------------------------------------------------------------------------- aggregation
-def test_summary_known_answers():
+def test_summary_known_answers(monkeypatch):
+    from dagm_helpers import metrics
+
+    monkeypatch.setattr(metrics, "TOP_K", 1)  # image score = the highest pixel probability
     masks = np.zeros((4, 4, 4), np.uint8)
     masks[0, :2, :2] = 1  # defective, predicted exactly
     masks[1, :2, :2] = 1  # defective, half predicted
@@ -270,6 +273,18 @@ def test_summary_known_answers():
     assert 0.0 <= r["boundary_f1"] <= 1.0
     r2 = infer.summarize_predictions(masks, probs, threshold=0.75)
     assert r2["tnr"] == 1.0 and r2["tpr"] == 1.0
+
+
+def test_image_score_needs_more_than_a_few_stray_pixels():
+    masks = np.zeros((2, 32, 32), np.uint8)
+    masks[0, 5:25, 5:25] = 1  # a 400-pixel defect
+    probs = np.zeros((2, 32, 32), np.float32)
+    probs[0, 5:25, 5:25] = 0.8
+    probs[1, 3, 3:6] = 0.99  # a clean image with three confident stray pixels
+    r = infer.summarize_predictions(masks, probs, threshold=0.5)
+    assert infer.image_score(probs[0]) == pytest.approx(0.8)
+    assert infer.image_score(probs[1]) == pytest.approx(3 * 0.99 / 100)
+    assert r["tpr"] == 1.0 and r["tnr"] == 1.0 and r["image_ap"] == pytest.approx(1.0)
 
 
 def test_summary_one_class_gives_null_auroc_and_json_safe():

@@ -169,6 +169,20 @@ def test_defect_scores():
         defect_scores(p, method="mean")
 
 
+def test_topk_score_ignores_a_few_stray_pixels():
+    clean = np.zeros((32, 32), np.float32)
+    clean[3, 5] = clean[20, 9] = 0.99  # two confident stray pixels
+    defect = np.zeros((32, 32), np.float32)
+    defect[10:20, 10:20] = 0.8  # a 100-pixel defect
+    p = np.stack([clean, defect])
+    np.testing.assert_allclose(defect_scores(p), [0.99, 0.8])  # max: the clean image looks worse
+    np.testing.assert_allclose(defect_scores(p, method="topk", top_k=100), [0.0198, 0.8], rtol=1e-5)
+    np.testing.assert_allclose(defect_scores(p, method="topk", top_k=1), defect_scores(p))
+    np.testing.assert_allclose(defect_scores(p, method="topk", top_k=10_000), p.mean(axis=(1, 2)), rtol=1e-6)
+    with pytest.raises(ConfigError, match="top_k must be a positive integer"):
+        defect_scores(p, method="topk", top_k=0)
+
+
 def test_image_level_known_answers():
     y = [0, 0, 1, 1]
     s = [0.1, 0.4, 0.35, 0.8]

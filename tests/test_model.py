@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dagm_helpers.errors import ConfigError
-from dagm_helpers.model import gflops, layer_flops, level_filters, required_multiple, small_unet
+from dagm_helpers.model import BN_MOMENTUM, gflops, layer_flops, level_filters, required_multiple, small_unet
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,8 @@ def test_option_effects():
     bn = small_unet(batch_norm=True)
     conv_channels = 2 * (16 + 32 + 64 + 128 + 256) + 2 * (128 + 64 + 32 + 16)
     assert bn.count_params() == base.count_params() + 4 * conv_channels - conv_channels
+    bn_layers = [layer for layer in bn.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bn_layers) == 18 and all(layer.momentum == BN_MOMENTUM == 0.9 for layer in bn_layers)
     # dropout adds no parameters but Dropout layers
     drop = small_unet(dropout=0.5)
     assert drop.count_params() == base.count_params()

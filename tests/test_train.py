@@ -98,6 +98,21 @@ def test_training_loss_falls(data, tmp_path):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_profile_model_options_reach_the_model(data, tmp_path, monkeypatch):
+    from dagm_helpers import config as config_mod
+
+    smoke = config_mod.PROFILES["smoke"]
+    monkeypatch.setitem(config_mod.PROFILES, "smoke", smoke.replace(model={"batch_norm": True}))
+    cfg = child_config(data, tmp_path / "bn", 1)
+    cfg.profile = "smoke"
+    run = train(cfg)
+    assert any("_bn" in layer.name for layer in run.model.layers)
+    assert run.config["profile"]["model"] == {"batch_norm": True}
+    cfg = child_config(data, tmp_path / "plain", 1)
+    cfg.profile, cfg.model = "smoke", {"batch_norm": False}  # the config's options win
+    assert not any("_bn" in layer.name for layer in train(cfg).model.layers)
+
+
 def test_no_run_to_resume_and_no_silent_overwrite(data, run3, tmp_path):
     with pytest.raises(TrainingError, match="cannot resume"):
         train(child_config(data, tmp_path / "empty", 2, resume=True))
