@@ -232,6 +232,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="share of training samples drawn from defective images (oversampling; default: the profile's)",
     )
+    p.add_argument(
+        "--batch-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch normalisation in the U-Net (default: the profile's; the cpu profile uses it)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -186,6 +186,7 @@ class TrainConfig:
     def from_cli(cls, args: Any) -> TrainConfig:
         """Build a config from ``python -m dagm_helpers train`` arguments."""
         classes = getattr(args, "classes", None)
+        batch_norm = getattr(args, "batch_norm", None)
         return cls(
             out=args.out,
             data=getattr(args, "data", None),
@@ -202,6 +203,7 @@ class TrainConfig:
             defective_share=getattr(args, "defective_share", None),
             seed=getattr(args, "seed", 0) or 0,
             resume=bool(getattr(args, "resume", False)),
+            model={} if batch_norm is None else {"batch_norm": bool(batch_norm)},
         )
 
     def resolve_profile(self) -> Profile:

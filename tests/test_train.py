@@ -373,3 +373,20 @@ def test_cli_train_end_to_end(tmp_path):
     assert metrics["images"] > 0
     rows = train_mod.read_history(out / "history.csv")
     assert len(rows) == 2
+
+
+def test_cli_recipe_options_reach_the_config():
+    from dagm_helpers.cli import build_parser
+
+    base = ["train", "--out", "r", "--profile", "cpu"]
+    args = build_parser().parse_args(
+        [*base, "--no-batch-norm", "--defective-share", "0", "--defect-crop-fraction", "0.6"]
+    )
+    cfg = TrainConfig.from_cli(args)
+    assert cfg.model == {"batch_norm": False}
+    profile = cfg.resolve_profile()
+    assert profile.defective_share == 0.0 and profile.defect_crop_fraction == 0.6
+    cfg = TrainConfig.from_cli(build_parser().parse_args(base))
+    assert cfg.model == {} and cfg.resolve_profile().model == {"batch_norm": True}  # the cpu recipe
+    with pytest.raises(ConfigError, match="defective share must be between 0 and 1"):
+        TrainConfig.from_cli(build_parser().parse_args([*base, "--defective-share", "2"])).resolve_profile()
