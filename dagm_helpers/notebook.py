@@ -145,7 +145,8 @@ def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
     differ only in the loss. The run goes to ``runs_dir/<loss>`` (replacing an
     older run there). ``$DAGM_MAX_MINUTES`` (set by the series runner) caps the
     time budget of each run; below the profile's own budget it also shortens the
-    schedule (epochs) in proportion.
+    schedule (epochs) in proportion. The Test split is left to notebook 5
+    (``evaluate_test=False`` unless overridden).
     """
     from .training import TrainConfig
 
@@ -163,6 +164,9 @@ def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
             # a shorter budget runs a proportionally shorter schedule, so that the learning
             # rate still decays to its end instead of being cut off while it is high
             overrides["epochs"] = max(1, math.ceil(full.epochs * budget / full.max_minutes))
+    # notebook 5 evaluates both models on the Test split, at thresholds chosen on validation;
+    # evaluating here too would cost the series minutes for numbers nobody reads
+    overrides.setdefault("evaluate_test", False)
     return TrainConfig(
         out=setup.runs_dir / loss,
         data=setup.data_source,

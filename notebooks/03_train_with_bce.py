@@ -128,7 +128,7 @@ fig = plot_history({"bce": run.history}, metrics=("loss", "val_iou"), title="BCE
 fig = validation_figure(nb, run.model, title="BCE model on validation images")
 
 # %% [markdown]
-# The test-set numbers of this run are in `runs/bce/metrics.json`; notebook 5 puts them next to the
-# Dice model's.
+# The test split stays untouched until notebook 5, which evaluates this model next to the Dice
+# model's, each at a threshold chosen on the validation images.
 #
 # **Next:** [4. Train with the Dice loss](04_train_with_dice.ipynb).

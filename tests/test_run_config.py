@@ -31,6 +31,8 @@ def test_same_data_seed_and_budget_for_every_loss(tmp_path, monkeypatch):
     differ = {k for k, v in bce.as_dict().items() if dice.as_dict()[k] != v}
     assert differ == {"loss", "out"}
     assert bce.max_minutes is None and bce.epochs is None  # the profile's own budget and schedule
+    assert bce.evaluate_test is False  # notebook 5 evaluates on the Test split
+    assert run_config(_setup(tmp_path), "bce", evaluate_test=True).evaluate_test is True
 
 
 def test_series_budget_shortens_the_schedule_in_proportion(tmp_path, monkeypatch):
