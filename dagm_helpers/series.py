@@ -117,7 +117,12 @@ def _last_line(text: str) -> str:
 
 
 def write_outputs(nb, out: Path, stem: str) -> tuple[Path, Path]:
-    """Write the executed notebook and its HTML under ``out`` atomically."""
+    """Write the executed notebook and its HTML under ``out`` atomically, and its figures.
+
+    Every PNG the notebook displayed is also written to ``out/figures/<stem>_<k>.png``
+    (``k`` counts from 1 in notebook order), so a figure of a real run can go straight into
+    the documentation.
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -125,7 +130,27 @@ def write_outputs(nb, out: Path, stem: str) -> tuple[Path, Path]:
     write_text(ipynb, nbformat.writes(nb) + "\n")
     body, _ = HTMLExporter().from_notebook_node(nb)
     write_text(html, body)
+    write_figures(nb, out / "figures", stem)
     return ipynb, html
+
+
+def write_figures(nb, folder: Path, stem: str) -> list[Path]:
+    """Write the notebook's displayed PNG images to ``folder/<stem>_<k>.png``; return the paths."""
+    import base64
+
+    from .atomic import write_bytes
+
+    for old in folder.glob(f"{stem}_*.png"):  # figures of an earlier run of this notebook
+        old.unlink()
+    paths = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {}).get("image/png")
+            if data:
+                path = folder / f"{stem}_{len(paths) + 1}.png"
+                write_bytes(path, base64.b64decode(data if isinstance(data, str) else "".join(data)))
+                paths.append(path)
+    return paths
 
 
 def run_series(
@@ -181,5 +206,6 @@ __all__ = [
     "execute_notebook",
     "notebook_paths",
     "run_series",
+    "write_figures",
     "write_outputs",
 ]

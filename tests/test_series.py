@@ -49,6 +49,41 @@ def test_run_series_writes_executed_notebooks_and_html(tmp_path, capsys):
     assert "[1/2] 01_first.ipynb" in printed and "[2/2] 02_second.ipynb" in printed and str(out) in printed
 
 
+def test_displayed_figures_are_written_as_png_files(tmp_path):
+    import base64
+
+    from dagm_helpers.series import write_figures
+
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("fig", outputs=[_png_output(png), _png_output(png)]),
+        nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text="1\n")]),
+        nbformat.v4.new_code_cell("fig2", outputs=[_png_output(png)]),
+    ]
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "05_x_9.png").write_bytes(b"stale")  # from an earlier run: removed
+    (folder / "04_y_1.png").write_bytes(b"other")  # another notebook's: kept
+    paths = write_figures(nb, folder, "05_x")
+    assert [p.name for p in paths] == ["05_x_1.png", "05_x_2.png", "05_x_3.png"]
+    assert all(p.read_bytes() == png for p in paths)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "04_y_1.png",
+        "05_x_1.png",
+        "05_x_2.png",
+        "05_x_3.png",
+    ]
+
+
+def _png_output(png: bytes):
+    import base64
+
+    return nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(png).decode()})
+
+
 def test_a_failing_notebook_stops_the_series_with_a_clear_error(tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()
