@@ -29,3 +29,18 @@ def test_every_notebook_has_a_badge_to_its_own_path():
 
 def test_no_placeholders_left():
     assert "PLACEHOLDER" not in README
+
+
+def test_relative_links_and_images_in_the_docs_exist():
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    checked = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if "://" in target or target.startswith("#"):
+                continue
+            path = (page.parent / target.split("#")[0]).resolve()
+            assert path.exists(), f"{page.relative_to(ROOT)} links to missing {target}"
+            checked += 1
+    assert checked >= 5  # the README links the docs and figures
