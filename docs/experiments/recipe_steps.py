@@ -2,9 +2,10 @@
 
 Used to choose the cpu profile's recipe (docs/training_recipe.md). Counting steps instead of
 seconds keeps comparisons fair on a machine shared with other jobs. Every 25 steps it prints one
-JSON line: training loss, mean Dice over the defective validation images (16 of them, plus 8
-clean ones), image AP with the highest pixel probability as the score, and the highest pixel
-probability on a clean image. Examples (class 1 of the built-in data, 256x256 crops, batch 8,
+JSON line: training loss, mean Dice over the defective validation images (8 of them), image AP
+with the highest pixel probability as the score, and the highest pixel probability on a clean
+image. (The validation list holds the 8 defective images, 8 clean ones, and the same 8 clean
+ones again: a slip, kept so that the documented numbers stay reproducible.) Examples (class 1 of the built-in data, 256x256 crops, batch 8,
 BCE + Dice, Adam 1e-3 with cosine decay over --steps):
 
     python docs/experiments/recipe_steps.py bn      --bn 0.9 --steps 200
