@@ -332,7 +332,11 @@ def plot_edges(
         axes[0, 0].text(0.5, 0.5, "no defective test images", ha="center", va="center")
         for ax in axes.ravel():
             ax.set_axis_off()
-    fig.suptitle("Test images: true ellipse (truth colour) vs edges each loss predicts (prediction colour)")
+    # two short lines: one long line overflows a two-column figure
+    fig.suptitle(
+        f"Defective test images\ntrue ellipse: {viz.TRUTH_COLOR_NAME}, predicted edges: {viz.PRED_COLOR_NAME}",
+        fontsize=11,
+    )
     path = Path(path)
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

@@ -26,6 +26,8 @@ import numpy as np
 TRUTH_COLOR: tuple[float, float, float] = (0.2, 1.0, 0.2)
 #: colour of the model's prediction in every figure, RGB 0..1
 PRED_COLOR: tuple[float, float, float] = (1.0, 0.0, 1.0)
+#: the colours' names, for titles and legends
+TRUTH_COLOR_NAME, PRED_COLOR_NAME = "green", "magenta"
 #: the same colours as uint8 RGB, for drawing into image arrays
 TRUTH_RGB8: tuple[int, int, int] = tuple(int(round(255 * c)) for c in TRUTH_COLOR)  # type: ignore[assignment]
 PRED_RGB8: tuple[int, int, int] = tuple(int(round(255 * c)) for c in PRED_COLOR)  # type: ignore[assignment]
