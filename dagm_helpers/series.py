@@ -173,6 +173,7 @@ def run_series(
         "DAGM_RUNS": os.environ.get("DAGM_RUNS") or str(out / "runs"),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebooks, also headless
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),  # no CUDA probing chatter
+        "DAGM_HEADLESS": "1",  # no interactive widgets nobody can use (see viz.prediction_browser)
     }
     if profile:
         env["DAGM_PROFILE"] = profile

@@ -392,8 +392,35 @@ def prediction_browser(
     probs_by_model: Mapping[str, np.ndarray],
     threshold: float = 0.5,
 ) -> PredictionBrowser:
-    """Build a :class:`PredictionBrowser` (display it as the last expression of a cell)."""
+    """Build a :class:`PredictionBrowser` (display it as the last expression of a cell).
+
+    In a headless run (``$DAGM_HEADLESS`` set, as ``python -m dagm_helpers series`` does) no
+    widget is created and a one-line note stands in for it: nobody can move a slider there,
+    and nbclient can block on a cell that creates widgets (jupyter/nbclient#312; it hung the
+    series once). The static grid after the browser shows the same images either way.
+    """
+    if not probs_by_model:
+        raise ValueError("prediction_browser needs at least one model's probabilities")
+    if os.environ.get(HEADLESS_ENV, "").strip() not in ("", "0"):
+        return HeadlessNote(  # type: ignore[return-value]
+            f"(interactive browser over {len(images)} test images and {len(probs_by_model)} model(s): "
+            "open this notebook in Jupyter or Colab to use it; the static grid below shows the same images)"
+        )
     return PredictionBrowser(images, truths, probs_by_model, threshold=threshold)
+
+
+#: set by headless runs (the series): widgets are replaced by a note
+HEADLESS_ENV = "DAGM_HEADLESS"
+
+
+class HeadlessNote:
+    """What a widget shows in a headless run: one line of text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 __all__ = [
@@ -402,6 +429,8 @@ __all__ = [
     "PRED_RGB8",
     "TRUTH_COLOR",
     "TRUTH_RGB8",
+    "HEADLESS_ENV",
+    "HeadlessNote",
     "PredictionBrowser",
     "boundaries",
     "class_grid",

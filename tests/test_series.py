@@ -33,14 +33,17 @@ def test_notebook_paths_order_and_names(tmp_path):
 def test_run_series_writes_executed_notebooks_and_html(tmp_path, capsys):
     folder = tmp_path / "nbs"
     folder.mkdir()
-    _write(folder / "01_first.ipynb", "import os\nprint('profile', os.environ['DAGM_PROFILE'])")
+    _write(
+        folder / "01_first.ipynb",
+        "import os\nprint('profile', os.environ['DAGM_PROFILE'], 'headless', os.environ['DAGM_HEADLESS'])",
+    )
     _write(folder / "02_second.ipynb", "x = 6 * 7\nx")
     out = run_series(out=tmp_path / "build", profile="smoke", folder=folder, timeout=120)
     assert out == (tmp_path / "build").resolve()
     for stem in ("01_first", "02_second"):
         assert (out / f"{stem}.ipynb").is_file() and (out / f"{stem}.html").is_file()
     first = nbformat.read(out / "01_first.ipynb", as_version=4)
-    assert first.cells[1].outputs[0]["text"] == "profile smoke\n"  # the profile reached the kernel
+    assert first.cells[1].outputs[0]["text"] == "profile smoke headless 1\n"  # both reached the kernel
     second = nbformat.read(out / "02_second.ipynb", as_version=4)
     assert second.cells[1].outputs[0]["data"]["text/plain"] == "42"
     assert "42" in (out / "02_second.html").read_text()

@@ -154,6 +154,18 @@ def test_prediction_browser_sliders_change_what_is_shown():
     assert "application/vnd.jupyter.widget-view+json" in browser._repr_mimebundle_()
 
 
+def test_prediction_browser_is_a_note_in_headless_runs(monkeypatch):
+    images = np.zeros((3, 16, 16), np.uint8)
+    probs = {"bce": np.zeros((3, 16, 16), np.float32)}
+    monkeypatch.setenv(viz.HEADLESS_ENV, "1")
+    note = viz.prediction_browser(images, None, probs)
+    assert isinstance(note, viz.HeadlessNote) and "3 test images" in repr(note)
+    monkeypatch.setenv(viz.HEADLESS_ENV, "0")
+    assert isinstance(viz.prediction_browser(images, None, probs), viz.PredictionBrowser)
+    with pytest.raises(ValueError, match="at least one model"):
+        viz.prediction_browser(images, None, {})
+
+
 def test_prediction_browser_needs_a_model():
     with pytest.raises(ValueError):
         viz.prediction_browser(np.zeros((1, 8, 8), np.uint8), None, {})
