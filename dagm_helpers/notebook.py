@@ -7,11 +7,13 @@ profile and the data and says so. In the test suite ``conftest.py`` exports
 profile, and each notebook asserts the same in a visible cell, so CI cannot
 silently train for real.
 
-``python -m dagm_helpers.notebook strip FILE.ipynb ...`` removes outputs and
-execution counts from every cell except those marked ``# NBVAL_CHECK_OUTPUT``
-(nbval compares only cells that have a stored execution count), and
-``python -m dagm_helpers.notebook refresh`` re-executes the notebooks in the
-smoke profile to renew those kept outputs.
+``python -m dagm_helpers.notebook strip FILE.ipynb ...`` removes every output and
+execution count: the committed notebooks carry none. The few cells marked
+``# NBVAL_CHECK_OUTPUT`` (the data table, the parameter count) are still compared
+by nbval: their reference outputs live in ``notebooks/expected_outputs.json``, and
+``conftest.py`` attaches them to nbval's in-memory copy of the notebook
+(:func:`attach_expected_outputs`). ``python -m dagm_helpers.notebook refresh``
+re-executes the notebooks in the smoke profile and rewrites that file.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ EXPECT_PROFILE_ENV = "DAGM_EXPECT_PROFILE"
 RUNS_ENV = "DAGM_RUNS"
 #: marker of notebook cells whose output nbval compares
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+#: reference outputs of the marked cells, beside the notebooks: {notebook: {first code line: stdout}}
+EXPECTED_OUTPUTS_FILE = "expected_outputs.json"
+#: environment variable naming a file where conftest.py reports the outputs it attached (tests use it)
+ATTACH_REPORT_ENV = "DAGM_ATTACH_REPORT"
 #: environment variable capping each training run's minutes (the series runner sets it)
 MINUTES_ENV = "DAGM_MAX_MINUTES"
 
@@ -315,24 +321,14 @@ def is_checked_cell(cell) -> bool:
 
 
 def strip_notebook(nb) -> bool:
-    """Remove outputs and execution counts in place, except in ``# NBVAL_CHECK_OUTPUT`` cells.
+    """Remove all outputs and execution counts in place; return True when anything changed.
 
-    Those keep their outputs (without output metadata) and their execution
-    count: nbval only compares a cell whose stored execution count is set, and
-    refuses a cell with outputs but no count. Returns True when anything changed.
+    Cells marked ``# NBVAL_CHECK_OUTPUT`` are stripped too: their reference
+    outputs live in ``expected_outputs.json`` (see :func:`attach_expected_outputs`).
     """
     changed = False
     for cell in nb.cells:
         if cell.get("cell_type") != "code":
-            continue
-        if is_checked_cell(cell):
-            for output in cell.get("outputs", []):
-                if output.get("metadata"):
-                    output["metadata"] = {}
-                    changed = True
-                if "execution_count" in output and output["execution_count"] != cell.get("execution_count"):
-                    output["execution_count"] = cell.get("execution_count")
-                    changed = True
             continue
         if cell.get("outputs") or cell.get("execution_count") is not None:
             changed = True
@@ -340,6 +336,70 @@ def strip_notebook(nb) -> bool:
         if cell.get("metadata", {}).pop("execution", None) is not None:
             changed = True
     return changed
+
+
+def checked_cell_key(cell) -> str:
+    """The first line of a checked cell's code after its comments: its key in ``expected_outputs.json``."""
+    source = "".join(cell.get("source", ""))
+    lines = [line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise ConfigError(f"a {CHECK_MARKER} cell holds no code: {source!r}")
+    return lines[0].strip()
+
+
+def load_expected_outputs(folder: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
+    """Read ``expected_outputs.json`` from a notebook folder (``{}`` when the file is absent)."""
+    import json
+
+    path = Path(folder) / EXPECTED_OUTPUTS_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: cannot read it as JSON ({exc}); rerun `python -m dagm_helpers.notebook refresh`"
+        ) from exc
+    ok = isinstance(data, dict) and all(
+        isinstance(v, dict) and all(isinstance(t, str) for t in v.values()) for v in data.values()
+    )
+    if not ok:
+        raise ConfigError(
+            f"{path}: expected {{notebook: {{first code line: output text}}}}; rerun the refresh"
+        )
+    return data
+
+
+def attach_expected_outputs(name: str, cells: Sequence, expected: dict[str, dict[str, str]]) -> int:
+    """Give each ``# NBVAL_CHECK_OUTPUT`` cell of notebook ``name`` its reference stdout, in place.
+
+    nbval compares a cell only when it has a stored execution count and outputs,
+    so each checked cell gets execution count 1 and one stdout stream. A checked
+    cell without a reference, or a reference without its cell, is an error:
+    the comparison can never switch off silently. Returns the number of cells given outputs.
+    """
+    from nbformat.v4 import new_output
+
+    refs = dict(expected.get(name, {}))
+    attached = 0
+    for cell in cells:
+        if not is_checked_cell(cell):
+            continue
+        key = checked_cell_key(cell)
+        if key not in refs:
+            raise ConfigError(
+                f"notebook {name}: the {CHECK_MARKER} cell `{key}` has no reference output in "
+                f"{EXPECTED_OUTPUTS_FILE}; run `python -m dagm_helpers.notebook refresh`"
+            )
+        cell["outputs"] = [new_output("stream", name="stdout", text=refs.pop(key))]
+        cell["execution_count"] = 1
+        attached += 1
+    if refs:
+        raise ConfigError(
+            f"notebook {name}: {EXPECTED_OUTPUTS_FILE} holds outputs for cells it does not have "
+            f"({', '.join(sorted(refs))}); run `python -m dagm_helpers.notebook refresh`"
+        )
+    return attached
 
 
 def strip_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -359,20 +419,22 @@ def strip_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 def refresh_checked_outputs(
     paths: Sequence[str | os.PathLike[str]] | None = None, timeout: int = 600
-) -> list[Path]:
-    """Execute notebooks in the smoke profile and keep only the ``# NBVAL_CHECK_OUTPUT`` outputs.
+) -> Path:
+    """Execute notebooks in the smoke profile and record their checked cells' stdout.
 
     Run it after a change that alters a checked output (the data table, the
-    parameter count); the notebooks stay stripped everywhere else.
+    parameter count). It rewrites ``expected_outputs.json`` beside the notebooks
+    and leaves the notebooks themselves untouched. Returns the JSON file's path.
     """
+    import json
     import tempfile
-
-    import nbformat
 
     from .atomic import write_text
     from .series import execute_notebook, notebook_paths
 
     targets = [Path(p) for p in paths] if paths else notebook_paths()
+    folder = targets[0].parent
+    expected = load_expected_outputs(folder)
     env = {
         "DAGM_PROFILE": "smoke",
         EXPECT_PROFILE_ENV: "smoke",
@@ -380,15 +442,21 @@ def refresh_checked_outputs(
     }
     env["DAGM_HOME"] = os.environ.get("DAGM_HOME") or tempfile.mkdtemp(prefix="dagm-home-")
     for path in targets:
-        original = nbformat.read(path, as_version=4)
         executed = execute_notebook(path, env=env, timeout=timeout)
-        for mine, ran in zip(original.cells, executed.cells, strict=True):
-            if is_checked_cell(mine):
-                mine["outputs"], mine["execution_count"] = ran.get("outputs", []), ran.get("execution_count")
-        strip_notebook(original)
-        write_text(path, nbformat.writes(original) + "\n")
-        print(f"refreshed checked outputs of {path}")
-    return targets
+        refs = {}
+        for cell in executed.cells:
+            if is_checked_cell(cell):
+                outs = cell.get("outputs", [])
+                if not all(o.get("output_type") == "stream" and o.get("name") == "stdout" for o in outs):
+                    raise ConfigError(f"{path}: a {CHECK_MARKER} cell must only print to stdout")
+                refs[checked_cell_key(cell)] = "".join(o.get("text", "") for o in outs)
+        expected.pop(path.stem, None)
+        if refs:
+            expected[path.stem] = refs
+        print(f"recorded {len(refs)} checked output(s) of {path}")
+    dest = folder / EXPECTED_OUTPUTS_FILE
+    write_text(dest, json.dumps(dict(sorted(expected.items())), indent=2, ensure_ascii=False) + "\n")
+    return dest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,7 +475,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
+    "ATTACH_REPORT_ENV",
     "CHECK_MARKER",
+    "EXPECTED_OUTPUTS_FILE",
+    "attach_expected_outputs",
+    "checked_cell_key",
+    "load_expected_outputs",
     "EXPECT_PROFILE_ENV",
     "RUNS_ENV",
     "NotebookSetup",

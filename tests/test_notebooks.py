@@ -1,4 +1,4 @@
-"""The committed notebooks (tests/test_notebooks.py): pairing, no outputs, badges, no logic inside.
+"""The committed notebooks: pairing, no outputs, checked-output references, badges, no logic inside.
 
 nbval executes them (``pytest`` collects ``notebooks/``); these tests check what
 is committed.
@@ -7,7 +7,11 @@ is committed.
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jupytext
@@ -16,7 +20,16 @@ import pytest
 from nbformat.v4 import new_code_cell, new_output
 
 from dagm_helpers.config import REPO_URL, colab_url
-from dagm_helpers.notebook import CHECK_MARKER, is_checked_cell, strip_notebook
+from dagm_helpers.errors import ConfigError
+from dagm_helpers.notebook import (
+    ATTACH_REPORT_ENV,
+    CHECK_MARKER,
+    attach_expected_outputs,
+    checked_cell_key,
+    is_checked_cell,
+    load_expected_outputs,
+    strip_notebook,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -32,6 +45,7 @@ CHECKED = {
     "01_get_the_data": "print(format_counts(counts))",
     "02_build_the_unet": 'print(f"{model.count_params():,} parameters")',
 }
+EXPECTED = load_expected_outputs(NOTEBOOK_DIR)
 #: longest function body (in lines) a notebook may define: anything longer belongs in dagm_helpers
 MAX_FUNCTION_LINES = 3
 
@@ -62,31 +76,59 @@ def test_ipynb_and_py_agree(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_no_outputs_except_the_checked_cells(name):
-    nb = _read(name)
-    for number, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        if is_checked_cell(cell):
-            first = [line for line in cell.source.splitlines() if not line.startswith("#")][0]
-            assert CHECKED.get(name) == first, f"{name} cell {number}: unexpected {CHECK_MARKER} cell"
-            # nbval compares only cells with a stored execution count and output
-            assert cell.execution_count is not None and cell.outputs, (
-                f"{name}: run dagm_helpers.notebook refresh"
-            )
-            assert all(o.output_type == "stream" and o.name == "stdout" for o in cell.outputs)
-        else:
+def test_no_outputs(name):
+    for number, cell in enumerate(_read(name).cells):
+        if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, (
                 f"{name} cell {number} carries outputs"
             )
-    assert (name in CHECKED) == any(is_checked_cell(c) for c in nb.cells)
 
 
-def test_checked_outputs_hold_the_known_answers():
-    table = "".join(o.text for c in _read("01_get_the_data").cells if is_checked_cell(c) for o in c.outputs)
+@pytest.mark.parametrize("name", NAMES)
+def test_checked_cells_are_exactly_those_with_reference_outputs(name):
+    checked = [checked_cell_key(c) for c in _read(name).cells if is_checked_cell(c)]
+    assert checked == ([CHECKED[name]] if name in CHECKED else [])
+    assert sorted(EXPECTED.get(name, {})) == checked
+
+
+def test_reference_outputs_hold_the_known_answers():
+    (table,) = EXPECTED["01_get_the_data"].values()
     assert re.search(r"^\s*1\s+Train\s+24\s+\d+", table, re.M), table  # smoke: 24 images per split
-    count = "".join(o.text for c in _read("02_build_the_unet").cells if is_checked_cell(c) for o in c.outputs)
-    assert count == "1,755,737 parameters\n"
+    assert EXPECTED["02_build_the_unet"] == {CHECKED["02_build_the_unet"]: "1,755,737 parameters\n"}
+
+
+def test_attach_gives_checked_cells_their_reference_and_refuses_mismatches():
+    free = new_code_cell("print(1)")
+    checked = new_code_cell(f"{CHECK_MARKER}\nprint(2)")
+    assert attach_expected_outputs("nb", [free, checked], {"nb": {"print(2)": "2\n"}}) == 1
+    assert checked.execution_count == 1 and checked.outputs[0]["text"] == "2\n"
+    assert checked.outputs[0]["output_type"] == "stream" and checked.outputs[0]["name"] == "stdout"
+    assert free.outputs == [] and free.execution_count is None
+    with pytest.raises(ConfigError, match="no reference output"):
+        attach_expected_outputs("nb", [checked], {"nb": {"print(3)": "3\n"}})
+    with pytest.raises(ConfigError, match="cells it does not have"):
+        attach_expected_outputs("nb", [free], {"nb": {"print(2)": "2\n"}})
+
+
+def test_conftest_attaches_the_references_when_pytest_collects_the_notebooks(tmp_path):
+    """The hook must really run: collect two notebooks in a child pytest and read its report."""
+    report = tmp_path / "attached.json"
+    env = {**os.environ, ATTACH_REPORT_ENV: str(report)}
+    targets = [f"notebooks/{n}.ipynb" for n in ("01_get_the_data", "02_build_the_unet", "03_train_with_bce")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *targets],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads(report.read_text()) == {
+        "01_get_the_data": 1,
+        "02_build_the_unet": 1,
+        "03_train_with_bce": 0,
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -135,7 +177,7 @@ def test_the_loss_notebooks_state_their_formulas_in_latex():
     assert "add-one" in dice.lower() and "IoU" in dice and "tutorial" in dice
 
 
-def test_strip_keeps_only_checked_cells_and_their_counts():
+def test_strip_removes_every_output_and_count():
     nb = nbformat.v4.new_notebook()
     free = new_code_cell(
         "print(1)", execution_count=1, outputs=[new_output("stream", name="stdout", text="1\n")]
@@ -145,9 +187,8 @@ def test_strip_keeps_only_checked_cells_and_their_counts():
         execution_count=2,
         outputs=[new_output("stream", name="stdout", text="2\n")],
     )
-    checked.outputs[0]["metadata"] = {"junk": 1}
     nb.cells = [free, checked]
     assert strip_notebook(nb) is True
     assert free.outputs == [] and free.execution_count is None
-    assert checked.outputs[0]["text"] == "2\n" and checked.execution_count == 2
+    assert checked.outputs == [] and checked.execution_count is None
     assert strip_notebook(nb) is False  # idempotent
