@@ -221,6 +221,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument(
+        "--steps-per-epoch", type=int, default=None, help="optimizer steps per epoch (default: the profile's)"
+    )
+    p.add_argument(
         "--defect-crop-fraction",
         type=float,
         default=None,

@@ -101,7 +101,8 @@ def compare(
     """Train every loss with seeds ``0 .. seeds-1`` on identical data and budget; write the results.
 
     ``train_overrides`` are :class:`~dagm_helpers.training.TrainConfig` fields (epochs,
-    max_minutes, image_size, crop_size, batch_size, lr) applied to every run alike.
+    max_minutes, image_size, crop_size, batch_size, lr, steps_per_epoch, defect_crop_fraction,
+    defective_share, model) applied to every run alike.
     """
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
@@ -131,7 +132,7 @@ def compare(
                     out=run_dir,
                     seed=seed,
                     resume=(run_dir / "last.keras").exists(),
-                    **{k: v for k, v in train_overrides.items() if v is not None},
+                    **{k: v for k, v in train_overrides.items() if v is not None and v != {}},
                 )
                 run = train(cfg)
                 history, metrics = list(run.history), dict(run.metrics)
@@ -152,6 +153,8 @@ def compare(
 
 def compare_cli(args: argparse.Namespace) -> Path:
     """Run :func:`compare` from ``python -m dagm_helpers compare`` arguments."""
+    from .training import recipe_overrides
+
     compare(
         losses=args.losses,
         seeds=args.seeds,
@@ -160,12 +163,7 @@ def compare_cli(args: argparse.Namespace) -> Path:
         classes=args.classes,
         profile=args.profile,
         command="python -m dagm_helpers " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        epochs=args.epochs,
-        max_minutes=args.max_minutes,
-        image_size=args.image_size,
-        crop_size=args.crop_size,
-        batch_size=args.batch_size,
-        lr=args.lr,
+        **recipe_overrides(args),
     )
     return Path(args.out)
 

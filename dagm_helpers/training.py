@@ -186,24 +186,15 @@ class TrainConfig:
     def from_cli(cls, args: Any) -> TrainConfig:
         """Build a config from ``python -m dagm_helpers train`` arguments."""
         classes = getattr(args, "classes", None)
-        batch_norm = getattr(args, "batch_norm", None)
         return cls(
             out=args.out,
             data=getattr(args, "data", None),
             classes=tuple(classes) if classes else None,
             loss=getattr(args, "loss", "dice"),
             profile=getattr(args, "profile", None),
-            epochs=getattr(args, "epochs", None),
-            max_minutes=getattr(args, "max_minutes", None),
-            image_size=getattr(args, "image_size", None),
-            crop_size=getattr(args, "crop_size", None),
-            batch_size=getattr(args, "batch_size", None),
-            lr=getattr(args, "lr", None),
-            defect_crop_fraction=getattr(args, "defect_crop_fraction", None),
-            defective_share=getattr(args, "defective_share", None),
             seed=getattr(args, "seed", 0) or 0,
             resume=bool(getattr(args, "resume", False)),
-            model={} if batch_norm is None else {"batch_norm": bool(batch_norm)},
+            **recipe_overrides(args),
         )
 
     def resolve_profile(self) -> Profile:
@@ -236,6 +227,32 @@ class TrainConfig:
         d["data"] = None if self.data is None else str(self.data)
         d["classes"] = None if self.classes is None else list(self.classes)
         return d
+
+
+#: command-line options that override the profile's recipe -> TrainConfig fields
+RECIPE_OPTIONS = (
+    "epochs",
+    "max_minutes",
+    "image_size",
+    "crop_size",
+    "batch_size",
+    "lr",
+    "steps_per_epoch",
+    "defect_crop_fraction",
+    "defective_share",
+)
+
+
+def recipe_overrides(args: Any) -> dict:
+    """The recipe options given on a ``train``/``compare`` command line, as TrainConfig fields.
+
+    Options left out are ``None`` (the profile decides); ``--batch-norm/--no-batch-norm``
+    becomes ``model={"batch_norm": ...}``.
+    """
+    overrides = {name: getattr(args, name, None) for name in RECIPE_OPTIONS}
+    batch_norm = getattr(args, "batch_norm", None)
+    overrides["model"] = {} if batch_norm is None else {"batch_norm": bool(batch_norm)}
+    return overrides
 
 
 def _validate_profile(p: Profile) -> None:

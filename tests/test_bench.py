@@ -102,3 +102,19 @@ def test_time_it_takes_the_median():
     seconds = bench.time_it(fn, repeats=3, warmup=1)
     assert len(calls) == 4
     assert 0.009 <= seconds < 0.025  # the median of (0.03, 0.0, 0.01): 0.01 plus overhead
+
+
+def test_reference_copy_runs_the_trained_network_itself_batch_norm_included():
+    """The full bench trains the cpu profile's network (with batch norm): the reference must be that network."""
+    import numpy as np
+
+    from dagm_helpers.model import small_unet
+
+    trained = small_unet(batch_norm=True)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
+    trained(x, training=True)  # move the batch-norm statistics away from their initial values
+    ref = bench.reference_copy(trained)
+    assert ref is not trained and len(ref.weights) == len(trained.weights) > len(small_unet().weights)
+    assert all(np.array_equal(a, b) for a, b in zip(ref.get_weights(), trained.get_weights(), strict=True))
+    assert ref.optimizer is not None and ref.loss.name == "dice_loss"
+    np.testing.assert_allclose(ref.predict(x, verbose=0), trained.predict(x, verbose=0), atol=1e-6)

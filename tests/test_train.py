@@ -390,3 +390,29 @@ def test_cli_recipe_options_reach_the_config():
     assert cfg.model == {} and cfg.resolve_profile().model == {"batch_norm": True}  # the cpu recipe
     with pytest.raises(ConfigError, match="defective share must be between 0 and 1"):
         TrainConfig.from_cli(build_parser().parse_args([*base, "--defective-share", "2"])).resolve_profile()
+
+
+def test_every_recipe_option_reaches_train_and_compare_alike(monkeypatch):
+    """`train` and `compare` share their recipe options; none may be dropped on the way."""
+    from dagm_helpers import experiment
+    from dagm_helpers.cli import build_parser
+
+    options = [
+        "--profile", "cpu", "--epochs", "3", "--max-minutes", "4", "--image-size", "256",
+        "--crop-size", "128", "--batch-size", "6", "--lr", "0.002", "--steps-per-epoch", "7",
+        "--defect-crop-fraction", "0.5", "--defective-share", "0.4", "--no-batch-norm",
+    ]  # fmt: skip
+    expected = dict(
+        epochs=3, max_minutes=4.0, image_size=256, crop_size=128, batch_size=6, lr=0.002,
+        steps_per_epoch=7, defect_crop_fraction=0.5, defective_share=0.4, model={"batch_norm": False},
+    )  # fmt: skip
+    cfg = TrainConfig.from_cli(build_parser().parse_args(["train", "--out", "r", *options]))
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    profile = cfg.resolve_profile()
+    assert (profile.steps_per_epoch, profile.crop_size, profile.batch_size) == (7, 128, 6)
+
+    seen = {}
+    monkeypatch.setattr(experiment, "compare", lambda **kw: seen.update(kw))
+    args = build_parser().parse_args(["compare", "--out", "c", "--seeds", "1", *options])
+    experiment.compare_cli(args)
+    assert {k: seen[k] for k in expected} == expected and seen["seeds"] == 1
