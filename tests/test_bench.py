@@ -118,3 +118,12 @@ def test_reference_copy_runs_the_trained_network_itself_batch_norm_included():
     assert all(np.array_equal(a, b) for a, b in zip(ref.get_weights(), trained.get_weights(), strict=True))
     assert ref.optimizer is not None and ref.loss.name == "dice_loss"
     np.testing.assert_allclose(ref.predict(x, verbose=0), trained.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("minutes", ["0", "-3", "nan"])
+def test_bad_baseline_minutes_is_refused_before_any_work(minutes, capsys):
+    from dagm_helpers.cli import main
+
+    assert main(["bench", "--baseline-minutes", minutes]) != 0
+    err = capsys.readouterr().err
+    assert "--baseline-minutes must be a positive number" in err and minutes in err
