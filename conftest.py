@@ -32,9 +32,10 @@ def pytest_collection_modifyitems(session, config, items):
         parent = getattr(item, "parent", None)
         if type(item).__name__ == "IPyNbCell" and getattr(parent, "nb", None) is not None:
             notebooks[Path(str(parent.fspath))] = parent.nb
+    expected = {folder: load_expected_outputs(folder) for folder in {path.parent for path in notebooks}}
     attached = {}
     for path, nb in sorted(notebooks.items()):
-        attached[path.stem] = attach_expected_outputs(path.stem, nb.cells, load_expected_outputs(path.parent))
+        attached[path.stem] = attach_expected_outputs(path.stem, nb.cells, expected[path.parent])
     report = os.environ.get(ATTACH_REPORT_ENV)
     if report:
         Path(report).write_text(json.dumps(attached))

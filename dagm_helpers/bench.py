@@ -145,16 +145,21 @@ def _test_images(root: Path, classes: tuple[int, ...], size: int, n: int) -> np.
     return images
 
 
-def _tutorial_model(lr: float = 1e-4) -> Any:
-    """The tutorial's network compiled the tutorial's way (Adam, Dice loss, Keras' defaults)."""
+def _compile_tutorial_way(model: Any, lr: float = 1e-4) -> Any:
+    """Compile ``model`` as the tutorial did (Adam, Dice loss, Keras' defaults); return it."""
     import keras
 
     from .losses import DiceLoss
-    from .model import small_unet
 
-    model = small_unet()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=DiceLoss())
     return model
+
+
+def _tutorial_model(lr: float = 1e-4) -> Any:
+    """The tutorial's network compiled the tutorial's way (Adam, Dice loss, Keras' defaults)."""
+    from .model import small_unet
+
+    return _compile_tutorial_way(small_unet(), lr)
 
 
 def reference_copy(trained: Any, lr: float = 1e-4) -> Any:
@@ -165,12 +170,9 @@ def reference_copy(trained: Any, lr: float = 1e-4) -> Any:
     """
     import keras
 
-    from .losses import DiceLoss
-
     model = keras.models.clone_model(trained)
     model.set_weights(trained.get_weights())
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=DiceLoss())
-    return model
+    return _compile_tutorial_way(model, lr)
 
 
 # ----------------------------------------------------------------------------- training throughput

@@ -132,7 +132,7 @@ def compare(
                     out=run_dir,
                     seed=seed,
                     resume=(run_dir / "last.keras").exists(),
-                    **{k: v for k, v in train_overrides.items() if v is not None and v != {}},
+                    **{k: v for k, v in train_overrides.items() if v is not None},
                 )
                 run = train(cfg)
                 history, metrics = list(run.history), dict(run.metrics)

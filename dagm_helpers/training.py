@@ -247,11 +247,11 @@ def recipe_overrides(args: Any) -> dict:
     """The recipe options given on a ``train``/``compare`` command line, as TrainConfig fields.
 
     Options left out are ``None`` (the profile decides); ``--batch-norm/--no-batch-norm``
-    becomes ``model={"batch_norm": ...}``.
+    becomes ``model={"batch_norm": ...}`` (``None`` when not given).
     """
     overrides = {name: getattr(args, name, None) for name in RECIPE_OPTIONS}
     batch_norm = getattr(args, "batch_norm", None)
-    overrides["model"] = {} if batch_norm is None else {"batch_norm": bool(batch_norm)}
+    overrides["model"] = None if batch_norm is None else {"batch_norm": bool(batch_norm)}
     return overrides
 
 

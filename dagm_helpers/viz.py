@@ -386,6 +386,10 @@ class PredictionBrowser:
         return self.ui._repr_mimebundle_(**kwargs)
 
 
+#: set by headless runs (the series): widgets are replaced by a note
+HEADLESS_ENV = "DAGM_HEADLESS"
+
+
 def prediction_browser(
     images: np.ndarray,
     truths: np.ndarray | None,
@@ -407,10 +411,6 @@ def prediction_browser(
             "open this notebook in Jupyter or Colab to use it; the static grid below shows the same images)"
         )
     return PredictionBrowser(images, truths, probs_by_model, threshold=threshold)
-
-
-#: set by headless runs (the series): widgets are replaced by a note
-HEADLESS_ENV = "DAGM_HEADLESS"
 
 
 class HeadlessNote:

@@ -192,3 +192,16 @@ def test_strip_removes_every_output_and_count():
     assert free.outputs == [] and free.execution_count is None
     assert checked.outputs == [] and checked.execution_count is None
     assert strip_notebook(nb) is False  # idempotent
+
+
+def test_load_expected_outputs_reads_the_file_and_names_what_is_wrong(tmp_path):
+    assert load_expected_outputs(tmp_path) == {}  # no file: no references
+    target = tmp_path / "expected_outputs.json"
+    target.write_text(json.dumps({"nb": {"print(2)": "2\n"}}))
+    assert load_expected_outputs(tmp_path) == {"nb": {"print(2)": "2\n"}}
+    target.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read it as JSON"):
+        load_expected_outputs(tmp_path)
+    target.write_text(json.dumps({"nb": {"print(2)": 2}}))
+    with pytest.raises(ConfigError, match="first code line: output text"):
+        load_expected_outputs(tmp_path)
