@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -187,6 +188,56 @@ def test_class_statistics_match_the_real_sample_classes():
         imgs = [synth.generate_image(c, "Train", f"{600 + i:04d}").image.astype(float) for i in range(3)]
         assert np.mean([i.mean() for i in imgs]) == pytest.approx(mean, abs=12)
         assert np.mean([i.std() for i in imgs]) == pytest.approx(std, rel=0.15)
+
+
+def test_smoothest_patch_finds_a_grain_free_patch():
+    """Known answer: white noise scores about 1 everywhere; a blurred square is found unless labelled."""
+    from scipy import ndimage as ndi
+
+    from dagm_helpers.data.synth_report import defect_grain, smoothest_patch
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(100, 20, (256, 256))
+    assert smoothest_patch(noise) > 0.8
+    patched = noise.copy()
+    patched[100:150, 100:150] = ndi.gaussian_filter(noise, 4)[100:150, 100:150]
+    assert smoothest_patch(patched) < 0.3
+    mask = np.zeros((256, 256), np.uint8)
+    mask[95:155, 95:155] = 255  # the patch labelled: the rest of the texture is normal again
+    assert smoothest_patch(patched, mask) > 0.8
+    assert defect_grain(patched, mask) < 0.5  # the grain of the unlabelled rim bleeds in (sigma 8 px)
+    assert math.isnan(defect_grain(patched, np.zeros_like(mask)))
+
+
+def _class1_smoothest(n: int = 6) -> list[float]:
+    from dagm_helpers.data.synth_report import smoothest_patch
+
+    return [smoothest_patch(synth.generate_image(1, "Train", f"{700 + i:04d}").image) for i in range(n)]
+
+
+def test_class1_clean_texture_has_no_unlabelled_defect_lookalikes(monkeypatch):
+    """Clean class-1 texture is never as smooth as class 1's defect (a blurred patch).
+
+    The real sample's smoothest 31 px patches of clean texture have 0.56-0.80 of the median
+    grain energy (docs/synthetic_data.md); generator version 2 (envelope 0.3) went down to
+    0.17, planting unlabelled look-alike defects. The check is shown to catch that version.
+    """
+    assert min(_class1_smoothest()) > 0.55
+    spec = synth.CLASS_SPECS[1]
+    old = dataclasses.replace(spec, texture_params=dict(spec.texture_params, envelope=0.3))
+    monkeypatch.setitem(synth.CLASS_SPECS, 1, old)
+    assert min(_class1_smoothest()) < 0.55
+
+
+def test_class1_defects_stay_as_subtle_as_real_ones():
+    """The blurred-patch defect keeps 0.6-0.95 of the texture's grain (real class 1: 0.74-0.89)."""
+    from dagm_helpers.data.synth_report import defect_grain
+
+    inside = []
+    for i in range(6):
+        s = synth.generate_image(1, "Train", f"{800 + i:04d}", defective=True)
+        inside.append(defect_grain(s.image, s.mask))
+    assert 0.6 <= float(np.median(inside)) <= 0.95, inside
 
 
 # ----------------------------------------------------------------------------- caching

@@ -44,7 +44,9 @@ from .. import atomic, config
 from ..errors import ConfigError
 
 #: Bump when the generator's output changes: cached data sets of another version are regenerated.
-GENERATOR_VERSION = 2
+#: Version 3: class 1's texture envelope is shallower (``envelope`` 0.3 -> 0.1), see
+#: ``docs/synthetic_data.md`` ("smoothest patch").
+GENERATOR_VERSION = 3
 SIZE = 512
 DEFECT_SHARE = 0.13
 SPLITS = ("Train", "Test")
@@ -247,12 +249,18 @@ def _sum_amp(shape: tuple[int, int], beta: float, moire: float) -> np.ndarray:
 
 
 def _tex_interference(rng: np.random.Generator, p: dict) -> np.ndarray:
-    """Class-1-like: moire of narrow-band high-frequency noise, slowly modulated, over soft mottling."""
+    """Class-1-like: moire of narrow-band high-frequency noise, slowly modulated, over soft mottling.
+
+    ``envelope`` is the depth of the slow modulation of the grain's amplitude. Deep modulation
+    (0.3 in generator version 2) left patches of nearly grain-free texture in clean images,
+    smoother than any real class-1 image and than the class's own defect (a blurred patch),
+    i.e. unlabelled look-alike defects; 0.1 matches the real sample's smoothest patches.
+    """
     shp = (SIZE, SIZE)
     # the sum of the broadband and the ring noise is itself one Gaussian field: one FFT
     hf = _noise(rng, _sum_amp(shp, p["beta"], p["moire"]), shp)
     low = _low_noise(rng, p["mottle_beta"], p["mottle_khigh"], 2)
-    env = 1 + 0.3 * low[0]
+    env = 1 + p["envelope"] * low[0]
     z = hf * env + p["mottle"] * low[1]
     return _tone(_standardise(z), rng.normal(p["mean"], p["mean_sd"]), p["std"], skew=p["skew"])
 
@@ -525,7 +533,7 @@ class ClassSpec:
 CLASS_SPECS: dict[int, ClassSpec] = {
     1: ClassSpec(1, "interference",
         "dark moire-like interference pattern (like real class 1); defect: a smoothed, flat patch",
-        dict(beta=0.4, moire=0.5, mottle=0.45, mottle_beta=2.0, mottle_khigh=0.05, mean=69, mean_sd=4, std=27, skew=0.15),
+        dict(beta=0.4, moire=0.5, envelope=0.1, mottle=0.45, mottle_beta=2.0, mottle_khigh=0.05, mean=69, mean_sd=4, std=27, skew=0.15),
         dict(kind="blur", radius=(14, 34), aspect=1.6, irregular=0.3, sigma=6.0, strength=(0.75, 1.0),
              contrast=(0, 0))),
     2: ClassSpec(2, "fibres",

@@ -5,8 +5,9 @@
 Writes ``synthetic_vs_real.png`` (example tiles of all ten generated classes, then,
 for each real class in the sample, intensity histograms and radially averaged power
 spectra of real and generated images) and prints a Markdown table of mean, standard
-deviation, skewness and spectral slope. Real images are only measured, never drawn:
-the sample's terms of use do not allow copying them.
+deviation, skewness, spectral slope and grain energy (how smooth the smoothest patch of
+defect-free texture is, and how smooth a defect's interior is). Real images are only
+measured, never drawn: the sample's terms of use do not allow copying them.
 """
 
 from __future__ import annotations
@@ -42,8 +43,57 @@ def spectral_slope(spectrum: np.ndarray, lo: int = 4, hi: int = 200) -> float:
     return float(np.polyfit(np.log(k), np.log(spectrum[k] + 1e-12), 1)[0])
 
 
-def image_stats(images: list[np.ndarray]) -> dict:
-    """Mean, std, skewness, spectral slope (averaged over images) and the pooled histogram and spectrum."""
+#: Side (pixels) of the windows that :func:`smoothest_patch` compares: about a small defect's size.
+PATCH = 31
+#: Defect-free texture means farther than this (pixels) from any label ellipse.
+MARGIN = 20
+
+
+def grain_energy(image: np.ndarray) -> np.ndarray:
+    """Local high-frequency ("grain") energy, relative to the image's median (1 = typical texture).
+
+    The RMS of the image minus a Gaussian blur (sigma 1.5 px), averaged over a Gaussian window
+    (sigma 8 px). A blurred or flattened patch has low grain energy.
+    """
+    from scipy import ndimage as ndi
+
+    f = image.astype(np.float32)
+    high = f - ndi.gaussian_filter(f, 1.5)
+    energy = np.sqrt(ndi.gaussian_filter(high * high, 8.0))
+    return energy / max(float(np.median(energy)), 1e-6)
+
+
+def smoothest_patch(image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Grain energy of the smoothest ``PATCH`` x ``PATCH`` window of defect-free texture.
+
+    Every pixel of the window must lie more than ``MARGIN`` px from the label ellipse
+    (``mask`` > 0). Values well below a defect's own (:func:`defect_grain`) mean that clean
+    texture contains unlabelled defect look-alikes.
+    """
+    from scipy import ndimage as ndi
+
+    energy = grain_energy(image)
+    background = np.ones(image.shape, bool)
+    if mask is not None and np.any(mask):
+        background = ~ndi.binary_dilation(mask > 0, iterations=MARGIN)
+    window_min = ndi.minimum_filter(np.where(background, energy, np.inf), PATCH)
+    return float(window_min[background].min()) if background.any() else float("nan")
+
+
+def defect_grain(image: np.ndarray, mask: np.ndarray) -> float:
+    """Median grain energy inside the label ellipse (eroded by 6 px); NaN without a defect."""
+    from scipy import ndimage as ndi
+
+    inner = ndi.binary_erosion(np.asarray(mask) > 0, iterations=6)
+    return float(np.median(grain_energy(image)[inner])) if inner.any() else float("nan")
+
+
+def image_stats(images: list[np.ndarray], masks: list[np.ndarray | None] | None = None) -> dict:
+    """Mean, std, skewness, spectral slope (averaged over images) and the pooled histogram and spectrum.
+
+    With ``masks`` (one per image, ``None`` for a clean one) also the median over images of
+    :func:`smoothest_patch` (``smoothest``) and of :func:`defect_grain` (``defect_grain``).
+    """
     flat = [i.astype(np.float64).ravel() for i in images]
     spectra = [radial_spectrum(i) for i in images]
     skews = [float(((f - f.mean()) ** 3).mean() / f.std() ** 3) for f in flat]
@@ -56,11 +106,27 @@ def image_stats(images: list[np.ndarray]) -> dict:
         "hist": np.bincount(np.concatenate([i.ravel() for i in images]), minlength=256)
         / sum(i.size for i in images),
         "spectrum": np.mean(spectra, axis=0),
+        **(_grain_stats(images, masks) if masks is not None else {}),
     }
 
 
-def real_images(root: Path, class_id: int) -> list[np.ndarray]:
-    """All images of one class in the real sample (any split), as uint8 arrays."""
+def _grain_stats(images: list[np.ndarray], masks: list[np.ndarray | None]) -> dict:
+    smooth = [smoothest_patch(i, m) for i, m in zip(images, masks, strict=True)]
+    inside = [defect_grain(i, m) for i, m in zip(images, masks, strict=True) if m is not None]
+    inside = [v for v in inside if np.isfinite(v)]
+    return {
+        "smoothest": float(np.median(smooth)),
+        "smoothest_min": float(np.min(smooth)),
+        "defect_grain": float(np.median(inside)) if inside else float("nan"),
+        "defects": len(inside),
+    }
+
+
+def real_samples(root: Path, class_id: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """All ``(image, mask or None)`` pairs of one class in the real sample (any split), uint8.
+
+    The mask is ``Label/<id>_label.PNG`` beside the image when it exists.
+    """
     from PIL import Image
 
     files = sorted(p for p in (root / f"Class{class_id}").rglob("*") if p.suffix.lower() == ".png")
@@ -68,15 +134,36 @@ def real_images(root: Path, class_id: int) -> list[np.ndarray]:
     out = []
     for p in files:
         with Image.open(p) as im:
-            out.append(np.asarray(im.convert("L")))
+            image = np.asarray(im.convert("L"))
+        label = next(
+            (q for q in p.parent.glob(f"Label/{p.stem}_label.*") if q.suffix.lower() == ".png"), None
+        )
+        mask = None
+        if label is not None:
+            with Image.open(label) as im:
+                mask = np.asarray(im.convert("L"))
+        out.append((image, mask))
     return out
+
+
+def real_images(root: Path, class_id: int) -> list[np.ndarray]:
+    """All images of one class in the real sample (any split), as uint8 arrays."""
+    return [image for image, _ in real_samples(root, class_id)]
+
+
+def generated_samples(
+    class_id: int, n: int = 12, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """``n`` generated ``(image, mask or None)`` pairs of a class, with the real defect share."""
+    ids = synth.sample_ids(class_id, "Train", n)
+    flags = synth.defect_flags(class_id, "Train", ids, seed)
+    made = [synth.generate_image(class_id, "Train", i, seed, flags[i]) for i in ids]
+    return [(s.image, s.mask) for s in made]
 
 
 def generated_images(class_id: int, n: int = 12, seed: int = 0) -> list[np.ndarray]:
     """``n`` generated images of a class, with the real defect share."""
-    ids = synth.sample_ids(class_id, "Train", n)
-    flags = synth.defect_flags(class_id, "Train", ids, seed)
-    return [synth.generate_image(class_id, "Train", i, seed, flags[i]).image for i in ids]
+    return [image for image, _ in generated_samples(class_id, n, seed)]
 
 
 def compare(real_root: Path | None, n: int = 12) -> dict[int, dict]:
@@ -88,23 +175,34 @@ def compare(real_root: Path | None, n: int = 12) -> dict[int, dict]:
         )
     result = {}
     for c in classes:
-        real = real_images(real_root, c)
+        real = real_samples(real_root, c)
         if real:
-            result[c] = {"real": image_stats(real), "generated": image_stats(generated_images(c, n))}
+            made = generated_samples(c, n)
+            result[c] = {
+                "real": image_stats([i for i, _ in real], [m for _, m in real]),
+                "generated": image_stats([i for i, _ in made], [m for _, m in made]),
+            }
     return result
 
 
 def markdown_table(stats: dict[int, dict]) -> str:
     """The table that docs/synthetic_data.md shows."""
     lines = [
-        "| class | source | images | mean | std | skewness | spectral slope |",
-        "|---|---|---|---|---|---|---|",
+        "| class | source | images | mean | std | skewness | spectral slope "
+        "| smoothest patch (median, min) | defect interior (defects) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c, pair in stats.items():
         for source in ("real", "generated"):
             s = pair[source]
+            grain = (
+                f"| {s['smoothest']:.2f}, {s['smoothest_min']:.2f} | {s['defect_grain']:.2f} ({s['defects']}) |"
+                if "smoothest" in s
+                else "| | |"
+            )
             lines.append(
-                f"| {c} | {source} | {s['n']} | {s['mean']:.1f} | {s['std']:.1f} | {s['skew']:.2f} | {s['slope']:.2f} |"
+                f"| {c} | {source} | {s['n']} | {s['mean']:.1f} | {s['std']:.1f} | {s['skew']:.2f} "
+                f"| {s['slope']:.2f} {grain}"
             )
     return "\n".join(lines)
 
