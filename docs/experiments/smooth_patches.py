@@ -32,7 +32,9 @@ def _row(name: str, pairs: list[tuple[np.ndarray, np.ndarray | None]]) -> str:
 def _generated(n: int, envelope: float) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """``n`` class-1 images (every other one defective, for enough defects) at this envelope."""
     spec = synth.CLASS_SPECS[1]
-    synth.CLASS_SPECS[1] = dataclasses.replace(spec, texture_params=dict(spec.texture_params, envelope=envelope))
+    synth.CLASS_SPECS[1] = dataclasses.replace(
+        spec, texture_params=dict(spec.texture_params, envelope=envelope)
+    )
     try:
         made = [synth.generate_image(1, "Train", f"{900 + k:04d}", 0, k % 2 == 0) for k in range(n)]
     finally:
