@@ -205,3 +205,30 @@ def test_load_expected_outputs_reads_the_file_and_names_what_is_wrong(tmp_path):
     target.write_text(json.dumps({"nb": {"print(2)": 2}}))
     with pytest.raises(ConfigError, match="first code line: output text"):
         load_expected_outputs(tmp_path)
+
+
+def test_refresh_records_checked_stdout_and_leaves_the_notebook_untouched(tmp_path):
+    """``refresh`` executes a notebook, rewrites only its entry of expected_outputs.json, keeps the rest."""
+    from dagm_helpers.notebook import refresh_checked_outputs
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        new_code_cell("x = 6 * 7"),
+        new_code_cell(f"{CHECK_MARKER}\nprint(x)"),
+        new_code_cell("print('not checked')"),
+    ]
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+    (tmp_path / "expected_outputs.json").write_text(
+        json.dumps({"other": {"print(1)": "1\n"}, "tiny": {"print(stale)": "0\n"}})
+    )
+    dest = refresh_checked_outputs([path], timeout=120)
+    assert json.loads(dest.read_text()) == {"other": {"print(1)": "1\n"}, "tiny": {"print(x)": "42\n"}}
+    assert path.read_bytes() == before
+
+    nb.cells = [new_code_cell(f"{CHECK_MARKER}\n6 * 7")]  # a rich result, not stdout: refused
+    nbformat.write(nb, path)
+    with pytest.raises(ConfigError, match="must only print to stdout"):
+        refresh_checked_outputs([path], timeout=120)
+    assert json.loads(dest.read_text())["tiny"] == {"print(x)": "42\n"}  # nothing half-written
