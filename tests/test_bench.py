@@ -68,7 +68,9 @@ def test_quick_bench_values_in_range(quick_result):
     ):
         assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, key
     assert 0.0 <= r["infer_agreement"] <= 1.0
-    assert 0.0 < r["infer_fraction_of_peak"] < 1.5
+    # peak_gflop_s is an achieved matmul rate, which OpenVINO's convolutions can beat (1.6 was seen
+    # on CI's machine); 3 still catches unit and size-scaling slips (factors of 4 and more)
+    assert 0.0 < r["infer_fraction_of_peak"] < 3.0
     assert 20.0 < r["gflop_per_image"] < 22.0  # the tutorial network at 512x512 (about 21.2)
     assert isinstance(r["time_to_quality_speedup_is_lower_bound"], bool)
     assert r["peak_rss_mb"] > 100  # TensorFlow alone takes more
