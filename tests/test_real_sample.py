@@ -92,3 +92,15 @@ def test_generated_class1_grain_matches_the_real_sample(index):
     made = [smoothest_patch(i, m) for i, m in generated_samples(1, 12)]
     assert min(real) > 0.55, real
     assert abs(float(np.median(made)) - float(np.median(real))) < 0.1, (made, real)
+
+
+def test_report_reads_the_sample_with_the_project_loader(index):
+    """synth_report.real_samples: every image of the class, a 0/1 mask exactly for the defective ones."""
+    from dagm_helpers.data.synth_report import real_samples
+
+    for c, (ids, defective) in EXPECTED.items():
+        pairs = real_samples(SAMPLE, c)
+        assert len(pairs) == len(ids)
+        masks = [m for _, m in pairs if m is not None]
+        assert len(masks) == len(defective)
+        assert all(m.shape == (512, 512) and set(np.unique(m)) == {0, 1} for m in masks)

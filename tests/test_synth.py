@@ -209,6 +209,22 @@ def test_smoothest_patch_finds_a_grain_free_patch():
     assert math.isnan(defect_grain(patched, np.zeros_like(mask)))
 
 
+def test_report_table_shows_grain_columns_only_when_masks_were_given():
+    from dagm_helpers.data.synth_report import generated_samples, image_stats, markdown_table
+
+    pairs = generated_samples(1, 8)
+    images, masks = [i for i, _ in pairs], [m for _, m in pairs]
+    with_grain = image_stats(images, masks)
+    assert with_grain["defects"] == sum(m is not None for m in masks) >= 1
+    assert 0.0 < with_grain["smoothest_min"] <= with_grain["smoothest"] < 2.0
+    row = markdown_table({1: {"real": with_grain, "generated": image_stats(images)}}).splitlines()
+    assert row[2].endswith(
+        f"| {with_grain['smoothest']:.2f}, {with_grain['smoothest_min']:.2f} "
+        f"| {with_grain['defect_grain']:.2f} ({with_grain['defects']}) |"
+    )
+    assert row[3].endswith("| | |")  # no masks: no grain numbers
+
+
 def _class1_smoothest(n: int = 6) -> list[float]:
     from dagm_helpers.data.synth_report import smoothest_patch
 

@@ -125,24 +125,16 @@ def _grain_stats(images: list[np.ndarray], masks: list[np.ndarray | None]) -> di
 def real_samples(root: Path, class_id: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """All ``(image, mask or None)`` pairs of one class in the real sample (any split), uint8.
 
-    The mask is ``Label/<id>_label.PNG`` beside the image when it exists.
+    Read by the project's own loader (:func:`~dagm_helpers.data.layout.scan`,
+    :func:`~dagm_helpers.data.images.load_sample`) at the files' own size.
     """
-    from PIL import Image
+    from .images import load_sample
+    from .layout import scan
 
-    files = sorted(p for p in (root / f"Class{class_id}").rglob("*") if p.suffix.lower() == ".png")
-    files = [p for p in files if not p.stem.lower().endswith("_label")]
     out = []
-    for p in files:
-        with Image.open(p) as im:
-            image = np.asarray(im.convert("L"))
-        label = next(
-            (q for q in p.parent.glob(f"Label/{p.stem}_label.*") if q.suffix.lower() == ".png"), None
-        )
-        mask = None
-        if label is not None:
-            with Image.open(label) as im:
-                mask = np.asarray(im.convert("L"))
-        out.append((image, mask))
+    for sample in scan(root).filter(classes=[class_id]):
+        image, mask = load_sample(sample, policy="none")
+        out.append((image, mask if sample.defective else None))
     return out
 
 
