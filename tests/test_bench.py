@@ -129,3 +129,40 @@ def test_bad_baseline_minutes_is_refused_before_any_work(minutes, capsys):
     assert main(["bench", "--baseline-minutes", minutes]) != 0
     err = capsys.readouterr().err
     assert "--baseline-minutes must be a positive number" in err and minutes in err
+
+
+def test_baseline_budget_fills_what_is_left_of_the_full_run():
+    # 8 minutes spent, fast path at 300 s: 30 min - 8 min - margin, below 10.5 x 300 s
+    left = bench.FULL_RUN_BUDGET_S - 480.0 - bench.FULL_RUN_MARGIN_S
+    assert bench.baseline_budget_s(300.0, 480.0) == pytest.approx(left)
+    assert 480.0 + bench.baseline_budget_s(300.0, 480.0) < bench.FULL_RUN_BUDGET_S
+
+
+def test_baseline_budget_never_exceeds_the_factor_nor_falls_below_the_floor():
+    # a fast path at 60 s needs only 630 s of baseline for the bound, even with time left
+    assert bench.baseline_budget_s(60.0, 300.0) == pytest.approx(bench.BASELINE_BUDGET_FACTOR * 60.0)
+    # the run is already late: the baseline still gets the minimum, not a negative budget
+    assert bench.baseline_budget_s(300.0, 1750.0) == bench.BASELINE_BUDGET_MIN_S
+
+
+def test_baseline_budget_with_a_stated_cap():
+    # --baseline-minutes 60: the cap replaces the 30-minute plan, the factor still limits it
+    assert bench.baseline_budget_s(300.0, 1000.0, cap_s=3600.0) == pytest.approx(3150.0)
+    assert bench.baseline_budget_s(400.0, 1000.0, cap_s=3600.0) == pytest.approx(3600.0)
+    # a cap below the minimum is honoured
+    assert bench.baseline_budget_s(300.0, 0.0, cap_s=120.0) == pytest.approx(120.0)
+
+
+def test_tutorial_time_to_quality_validates_on_the_defective_validation_images_only(tmp_path):
+    from dagm_helpers.data.layout import scan
+    from dagm_helpers.data.synth import synthesize
+
+    root = synthesize(tmp_path / "data", classes=[1], images_per_split=60)
+    _, val_set = scan(root).filter(classes=(1,), split="Train").train_val_split(val_fraction=0.2, seed=0)
+    n_defective = sum(s.defective for s in val_set)
+    assert 0 < n_defective < len(val_set)  # the data must tell "defective only" from "all"
+
+    out = bench._tutorial_time_to_quality(root, (1,), size=64, budget_s=0.5, check_every=1)
+    assert out["val_images"] == n_defective
+    assert out["steps"] >= 1 and 0.0 <= out["best_val_dice_defective"] <= 1.0
+    assert out["seconds"] is None or out["seconds"] <= out["elapsed_s"]
