@@ -237,7 +237,7 @@ def _train_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
             .batch(batch)
             .prefetch(settings["prefetch"] if settings["prefetch"] >= 0 else tf.data.AUTOTUNE)
         )
-        fast_s = time_it(lambda: fast.fit(data, epochs=1, verbose=0), repeats=repeats)
+        fast_s = time_it(lambda: fast.fit(data, epochs=1, verbose=0, shuffle=False), repeats=repeats)
     else:
         fast_s = time_it(
             lambda: fast.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True), repeats=repeats
