@@ -166,3 +166,24 @@ def test_tutorial_time_to_quality_validates_on_the_defective_validation_images_o
     assert out["val_images"] == n_defective
     assert out["steps"] >= 1 and 0.0 <= out["best_val_dice_defective"] <= 1.0
     assert out["seconds"] is None or out["seconds"] <= out["elapsed_s"]
+
+
+def test_median_step_times_the_steps_not_the_idle_time_after_them(monkeypatch):
+    # a fake fit on a fake clock: steps of known length, then a long idle before it returns
+    # (what a real fit call sometimes does on CI's machine); the warm-up call is not timed
+    now = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+    calls = []
+
+    def fake_fit(callbacks, lengths=iter([(9.0, 9.0), (2.0, 4.0), (3.0, 5.0)])):
+        calls.append(len(callbacks))
+        for i, length in enumerate(next(lengths)):
+            for cb in callbacks:
+                cb.on_train_batch_begin(i)
+            now[0] += length
+            for cb in callbacks:
+                cb.on_train_batch_end(i)
+        now[0] += 100.0  # idle after the last step
+
+    assert bench._median_step_s(fake_fit, repeats=2) == pytest.approx(3.5)  # median of 2, 4, 3, 5
+    assert calls == [0, 1, 1]  # warm-up without the timer, then one timer per repeat
