@@ -240,12 +240,12 @@ def _train_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
     x = rng.integers(0, 256, (n, size, size, 1)).astype(np.float32)
     y = (rng.random((n, size, size, 1)) < 0.05).astype(np.float32)
 
+    def fit_arrays(model: Any, cbs: list) -> Any:  # the tutorial's way: fit on numpy arrays
+        return model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True, callbacks=cbs)
+
     keras.utils.set_random_seed(0)
     base = _tutorial_model()
-    base_step = _median_step_s(
-        lambda cbs: base.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True, callbacks=cbs),
-        repeats,
-    )
+    base_step = _median_step_s(lambda cbs: fit_arrays(base, cbs), repeats)
 
     settings = training_settings()
     keras.utils.set_random_seed(0)
@@ -266,11 +266,8 @@ def _train_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
         fast_step = _median_step_s(
             lambda cbs: fast.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=cbs), repeats
         )
-    else:
-        fast_step = _median_step_s(
-            lambda cbs: fast.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True, callbacks=cbs),
-            repeats,
-        )
+    else:  # the tutorial's own feeding, on the fast path's compiled model
+        fast_step = _median_step_s(lambda cbs: fit_arrays(fast, cbs), repeats)
     images_per_step = batch * settings["steps_per_execution"]
     return {
         "baseline_train_img_s": batch / base_step,
@@ -330,16 +327,23 @@ def _fast_time_to_quality(work: Path, profile_name: str, budget_s: float, overri
         "model": run.model,
         "data_root": Path(run.config["data_root"]),
         "classes": tuple(run.config["profile"]["classes"]),
+        "val_fraction": float(run.config["profile"]["val_fraction"]),
     }
 
 
 def _tutorial_time_to_quality(
-    root: Path, classes: tuple[int, ...], size: int, budget_s: float, check_every: int
+    root: Path,
+    classes: tuple[int, ...],
+    size: int,
+    budget_s: float,
+    check_every: int,
+    val_fraction: float = 0.2,
 ) -> dict:
     """The tutorial's recipe (full images, batch 10, Adam 1e-4, Dice loss, ``fit`` on numpy arrays),
     validated every ``check_every`` steps and stopped at the quality or at ``budget_s`` of training.
 
-    Same training/validation split as :func:`dagm_helpers.training.train` (fraction 0.2, seed 0).
+    Same training/validation split as :func:`dagm_helpers.training.train` with seed 0 (pass the
+    profile's ``val_fraction``).
     Validation predicts only the defective validation images: the score is the mean Dice over
     exactly those images either way, and skipping the clean ones makes each check several
     times cheaper (validation time is not counted as training time, but it lengthens the run).
@@ -352,7 +356,7 @@ def _tutorial_time_to_quality(
     from .training import validation_scores
 
     index = scan(root).filter(classes=classes, split="Train")
-    train_set, val_set = index.train_val_split(val_fraction=0.2, seed=0)
+    train_set, val_set = index.train_val_split(val_fraction=val_fraction, seed=0)
     tx, ty = load_arrays(list(train_set), size=size)
     val_defective = [s for s in val_set if s.defective] or list(val_set)
     vx, vy = load_arrays(val_defective, size=size)
@@ -564,7 +568,12 @@ def run_benchmark(
             base_budget = baseline_budget_s(ref, time.perf_counter() - t_start, base_cap)
         _log(f"time to quality: tutorial recipe (budget {base_budget:.0f}s)")
         base_ttq = _tutorial_time_to_quality(
-            fast_ttq["data_root"], fast_ttq["classes"], ttq_size, base_budget, check_every
+            fast_ttq["data_root"],
+            fast_ttq["classes"],
+            ttq_size,
+            base_budget,
+            check_every,
+            fast_ttq["val_fraction"],
         )
         fast_s, base_s = fast_ttq["seconds"], base_ttq["seconds"]
         result["time_to_quality_target_dice"] = QUALITY_DICE

@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "cap on the tutorial recipe's time-to-quality run, in minutes of training (default: what is"
             " left of the full run's 30 minutes; 60 lets it run long enough for a 10x lower bound,"
-            " about 65 minutes in all on 2 cores)"
+            " about 50 minutes in all on 2 cores)"
         ),
     )
     p.set_defaults(func=cmd_bench)

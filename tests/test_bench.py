@@ -174,8 +174,9 @@ def test_median_step_times_the_steps_not_the_idle_time_after_them(monkeypatch):
     now = [0.0]
     monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
     calls = []
+    lengths = iter([(9.0, 9.0), (2.0, 4.0), (3.0, 5.0)])  # warm-up, then two timed calls
 
-    def fake_fit(callbacks, lengths=iter([(9.0, 9.0), (2.0, 4.0), (3.0, 5.0)])):
+    def fake_fit(callbacks):
         calls.append(len(callbacks))
         for i, length in enumerate(next(lengths)):
             for cb in callbacks:
