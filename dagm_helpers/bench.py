@@ -123,7 +123,7 @@ def versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("tensorflow", "keras", "numpy", "openvino", "nncf"):
+    for name in ("tensorflow", "keras", "numpy", "ncnn", "openvino", "nncf"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -405,7 +405,7 @@ def _infer_compare(
     With ``candidates`` the other runtimes are timed too (``infer_candidates``: name -> images/s and
     agreement), so the choice in :mod:`dagm_helpers.fast` can be re-checked on any machine.
     """
-    from .fast import fast_predictor, openvino_available
+    from .fast import fast_predictor, ncnn_available, openvino_available
     from .metrics import dice
 
     x = images[..., None].astype(np.float32)
@@ -435,6 +435,8 @@ def _infer_compare(
     if candidates:
         table: dict[str, dict] = {"model.predict": {"img_s": n / base_s, "agreement": 1.0}}
         options: list[tuple[str, dict]] = [("tf.function", {"backend": "tf"}), ("xla", {"backend": "xla"})]
+        if ncnn_available():
+            options.append(("ncnn_f32", {"backend": "ncnn"}))
         if openvino_available():
             options.append(("openvino_f32", {"backend": "openvino"}))
             options.append(

@@ -4,19 +4,26 @@ Inference: :func:`fast_predictor` wraps a trained U-Net in a :class:`Predictor` 
 turns raw grey images into defect probabilities, like ``infer.predict_proba`` but
 through the fastest runtime available:
 
+``"ncnn"``
+    the Keras model converted to an ncnn network by :mod:`dagm_helpers.ncnn_export` and run
+    one image at a time with Winograd 3x3 convolutions (~4x fewer multiplications); float32,
+    same numbers as TensorFlow within ~1e-5. The fastest path measured on a 2-core AVX2 CPU
+    (~20% faster than OpenVINO there, ``docs/performance.md``). Any image size, nothing to compile.
 ``"openvino"``
     the Keras model converted in memory by OpenVINO (``openvino.convert_model``) and
     compiled for the CPU per input shape with the ``LATENCY`` hint. Float32 by default
     (same numbers as TensorFlow within ~1e-5); ``precision="int8"`` quantises it after
     training with NNCF, calibrated on images you pass (or on the first images it sees),
-    which is what it takes to run ~3x faster than ``model.predict`` on a 2-core CPU.
+    which pays on CPUs with int8 dot-product instructions (VNNI/AMX); on the 2-core AVX2 CPU
+    measured here int8 runs at the float32 speed.
 ``"xla"``
     ``tf.function(jit_compile=True)`` (useful on GPUs; on CPUs usually slower than "tf").
 ``"tf"``
     a plain graph-mode ``tf.function``: always available, the fallback.
 ``"auto"``
-    ``"openvino"`` on a CPU when the optional ``openvino`` package is installed
-    (``pip install dagm-helpers[fast]``), ``"xla"`` on a GPU, else ``"tf"``.
+    on a CPU the first of ``"ncnn"``, ``"openvino"``, ``"tf"`` that is installed
+    (``pip install dagm-helpers[fast]``) and can run the model (int8: ``"openvino"``);
+    ``"xla"`` on a GPU. ``python -m dagm_helpers bench`` times every candidate on your machine.
 
 Images of any size are reflection-padded at the bottom/right to a multiple of 16 (the
 U-Net pools four times) and the probabilities cropped back; each padded shape is
@@ -25,7 +32,7 @@ compiled once and cached.
 Training: :func:`training_settings` returns the ``compile``/``fit``/input-pipeline
 settings of the project's fast training path; ``train.py`` uses them.
 
-This module imports only ``model``, ``config`` and ``errors`` (leaves of the package).
+This module imports only ``model``, ``config``, ``errors`` and ``ncnn_export`` (leaves of the package).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-BACKENDS: tuple[str, ...] = ("auto", "openvino", "xla", "tf")
+BACKENDS: tuple[str, ...] = ("auto", "ncnn", "openvino", "xla", "tf")
 PRECISIONS: tuple[str, ...] = ("f32", "int8")
 #: images used to calibrate int8 quantisation when none are given (the first ones predicted)
 DEFAULT_CALIBRATION_IMAGES = 32
@@ -55,6 +62,7 @@ __all__ = [
     "configure_threads",
     "fast_predictor",
     "openvino_available",
+    "ncnn_available",
     "nncf_available",
     "training_settings",
 ]
@@ -63,6 +71,11 @@ __all__ = [
 def openvino_available() -> bool:
     """True when the optional ``openvino`` package can be imported."""
     return importlib.util.find_spec("openvino") is not None
+
+
+def ncnn_available() -> bool:
+    """True when ``ncnn`` (the Winograd CPU runtime, optional) can be imported."""
+    return importlib.util.find_spec("ncnn") is not None
 
 
 def nncf_available() -> bool:
@@ -134,7 +147,7 @@ class Predictor:
     """``predictor(images) -> float32 probabilities (N, H, W)``; see :func:`fast_predictor`.
 
     Attributes:
-        backend: the runtime actually used ("openvino", "xla" or "tf").
+        backend: the runtime actually used ("ncnn", "openvino", "xla" or "tf").
         precision: "f32" or "int8".
         batch_size: images per call into the runtime.
         multiple: image sides are padded to a multiple of this.
@@ -259,6 +272,35 @@ def _openvino_runner(
     return run
 
 
+def _ncnn_runner(model: Any, threads: int | None, shapes: list) -> Callable[[np.ndarray], np.ndarray]:
+    import ncnn
+
+    from .ncnn_export import INPUT_BLOB, load_net, to_ncnn
+
+    exported = to_ncnn(model)  # raises ConfigError naming an unsupported layer
+    net = load_net(exported, threads)
+    seen: set = set()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        key = tuple(int(s) for s in x.shape[:3])
+        if key not in seen:
+            seen.add(key)
+            shapes.append(key)
+        out = np.empty(x.shape[:3], np.float32)
+        for i in range(len(x)):
+            # ncnn.Mat wraps this array without copying: keep it referenced until extract returns
+            image = np.ascontiguousarray(x[i, None, :, :, 0] * exported.scale + exported.offset, np.float32)
+            extractor = net.create_extractor()
+            extractor.input(INPUT_BLOB, ncnn.Mat(image))
+            status, prob = extractor.extract(exported.output)
+            if status != 0:
+                raise RuntimeError(f"ncnn failed on an image shaped {x.shape[1:3]} (status {status})")
+            out[i] = np.array(prob, dtype=np.float32).reshape(x.shape[1:3])
+        return out
+
+    return run
+
+
 def fast_predictor(
     model: Any,
     backend: str = "auto",
@@ -272,10 +314,10 @@ def fast_predictor(
 
     Args:
         model: a Keras U-Net taking raw grey values (N, H, W, 1) and giving sigmoid probabilities.
-        backend: "auto", "openvino", "xla" or "tf" (see the module docstring). "openvino" or
-            int8 without the ``openvino`` package falls back to "tf" with a warning.
+        backend: "auto", "ncnn", "openvino", "xla" or "tf" (see the module docstring). "ncnn",
+            "openvino" or int8 without their package fall back to "tf" with a warning.
         batch_size: images per runtime call (8 is the benchmark's setting).
-        threads: CPU threads for OpenVINO (None: all cores); TensorFlow's thread pools are
+        threads: CPU threads for ncnn/OpenVINO (None: their default); TensorFlow's thread pools are
             process-wide, see :func:`configure_threads`.
         precision: "f32" (agrees with ``model(x)`` to ~1e-5) or "int8" (OpenVINO + NNCF
             post-training quantisation; masks agree with float32 at Dice >= 0.99 on the
@@ -293,11 +335,23 @@ def fast_predictor(
 
     multiple = int(required_multiple(model))
     chosen = backend
+    shapes: list[tuple[int, int, int]] = []
     if backend == "auto":
-        chosen = "xla" if precision == "f32" and _gpu_present() else "openvino"
-    if chosen == "openvino" and not openvino_available():
+        if precision == "f32" and _gpu_present():
+            chosen = "xla"
+        elif precision == "f32" and ncnn_available():
+            try:
+                run = _ncnn_runner(model, threads, shapes)
+            except ConfigError:  # a layer the exporter does not know: the next runtime
+                chosen = "openvino"
+            else:
+                return Predictor("ncnn", precision, batch_size, multiple, threads, run, shapes)
+        else:
+            chosen = "openvino"
+    available = {"ncnn": ncnn_available, "openvino": openvino_available}
+    if chosen in available and not available[chosen]():
         warnings.warn(
-            "openvino is not installed, so the fast predictor runs on plain TensorFlow (about 2-3x "
+            f"{chosen} is not installed, so the fast predictor runs on plain TensorFlow (about 2x "
             "slower on a CPU); install it with: pip install 'dagm-helpers[fast]'",
             RuntimeWarning,
             stacklevel=2,
@@ -313,8 +367,9 @@ def fast_predictor(
             stacklevel=2,
         )
         precision = "f32"
-    shapes: list[tuple[int, int, int]] = []
-    if chosen == "openvino":
+    if chosen == "ncnn":
+        run = _ncnn_runner(model, threads, shapes)
+    elif chosen == "openvino":
         calib = None
         if calibration is not None and precision == "int8":
             calib, _ = _as_batch(calibration)

@@ -7,6 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from _nets import decisive_head  # noqa: E402
+
 from dagm_helpers import fast  # noqa: E402
 from dagm_helpers.errors import ConfigError  # noqa: E402
 from dagm_helpers.metrics import dice  # noqa: E402
@@ -20,15 +22,7 @@ F32_ATOL = 1e-4
 def model():
     keras.utils.set_random_seed(1)
     m = small_unet(filters=4)
-    # a decisive output layer: logits rescaled to median 0 and spread 6 on typical inputs, so
-    # most probabilities are far from 0.5 and thresholded masks test reduced precision meaningfully
-    head = m.get_layer("mask")
-    kernel, bias = head.get_weights()
-    features = keras.Model(m.inputs, head.input)
-    x = np.random.default_rng(2).integers(0, 256, (2, 48, 80, 1)).astype(np.float32)
-    logits = np.asarray(features(x)) @ kernel[0, 0] + bias
-    scale = 6.0 / float(np.std(logits))
-    head.set_weights([kernel * scale, (bias - float(np.median(logits))) * scale])
+    decisive_head(m, np.random.default_rng(2).integers(0, 256, (2, 48, 80, 1)).astype(np.float32))
     return m
 
 
@@ -47,10 +41,12 @@ def reference(model, images: np.ndarray) -> np.ndarray:
     return np.asarray(model(x, training=False))[:, :45, :70, 0]
 
 
-@pytest.mark.parametrize("backend", ["tf", "xla", "openvino"])
+@pytest.mark.parametrize("backend", ["tf", "xla", "openvino", "ncnn"])
 def test_float32_backends_match_the_model_on_odd_sizes(model, images, backend):
     if backend == "openvino" and not fast.openvino_available():
         pytest.skip("openvino not installed")
+    if backend == "ncnn" and not fast.ncnn_available():
+        pytest.skip("ncnn not installed")
     predictor = fast.fast_predictor(model, backend=backend, batch_size=2)
     out = predictor(images)
     assert predictor.backend == backend
@@ -89,7 +85,45 @@ def test_int8_masks_agree_with_float32(model, images):
     assert float(np.mean(np.abs(out - ref))) < 0.02
 
 
+def test_auto_prefers_ncnn_on_a_cpu(model, images, monkeypatch):
+    if not fast.ncnn_available():
+        pytest.skip("ncnn not installed")
+    monkeypatch.setattr(fast, "_gpu_present", lambda: False)
+    predictor = fast.fast_predictor(model, backend="auto")
+    assert (predictor.backend, predictor.precision) == ("ncnn", "f32")
+    np.testing.assert_allclose(predictor(images), reference(model, images), atol=F32_ATOL)
+    # int8 is OpenVINO's (ncnn runs float32 here)
+    if fast.openvino_available() and fast.nncf_available():
+        int8 = fast.fast_predictor(model, backend="auto", precision="int8", calibration=images)
+        assert int8.backend == "openvino"
+
+
+def test_auto_skips_ncnn_for_a_layer_it_cannot_export(images, monkeypatch):
+    if not fast.ncnn_available():
+        pytest.skip("ncnn not installed")
+    monkeypatch.setattr(fast, "_gpu_present", lambda: False)
+    monkeypatch.setattr(fast, "openvino_available", lambda: False)
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.LeakyReLU(name="leaky")(x)
+    odd = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
+    with pytest.warns(RuntimeWarning, match="openvino is not installed"):
+        predictor = fast.fast_predictor(odd, backend="auto")
+    assert predictor.backend == "tf"
+    with pytest.raises(ConfigError, match="'leaky'.*LeakyReLU"):
+        fast.fast_predictor(odd, backend="ncnn")
+
+
+def test_falls_back_to_tensorflow_without_ncnn(model, images, monkeypatch):
+    monkeypatch.setattr(fast, "ncnn_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="ncnn is not installed"):
+        predictor = fast.fast_predictor(model, backend="ncnn")
+    assert predictor.backend == "tf"
+    np.testing.assert_allclose(predictor(images), reference(model, images), atol=F32_ATOL)
+
+
 def test_falls_back_to_tensorflow_without_openvino(model, images, monkeypatch):
+    monkeypatch.setattr(fast, "ncnn_available", lambda: False)
     monkeypatch.setattr(fast, "openvino_available", lambda: False)
     monkeypatch.setattr(fast, "_gpu_present", lambda: False)
     with pytest.warns(RuntimeWarning, match="openvino is not installed"):

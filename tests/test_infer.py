@@ -376,14 +376,14 @@ def test_evaluate_fast_path_gives_the_same_numbers(tmp_path):
     from dagm_helpers.data.synth import synthesize
     from dagm_helpers.model import small_unet
 
-    if not fast.openvino_available():
-        pytest.skip("openvino not installed: evaluate uses TensorFlow only")
+    if not (fast.ncnn_available() or fast.openvino_available()):
+        pytest.skip("neither ncnn nor openvino installed: evaluate uses TensorFlow only")
     root = synthesize(tmp_path / "synth", classes=[1], images_per_split=8, seed=0)
     samples = scan(root).filter(classes=[1], split="Test")
     model = small_unet()
     slow = infer.evaluate(model, samples, threshold=0.5, image_size=64, fast=False, progress=False)
     quick = infer.evaluate(model, samples, threshold=0.5, image_size=64, fast=True, progress=False)
-    assert (slow["backend"], quick["backend"]) == ("tf", "openvino")
+    assert (slow["backend"], quick["backend"]) == ("tf", "ncnn" if fast.ncnn_available() else "openvino")
     for key in infer.EVAL_KEYS:
         if key in ("seconds",):
             continue
