@@ -93,6 +93,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_ncnn(args: argparse.Namespace) -> int:
+    from .infer import load_model
+    from .ncnn_export import INPUT_BLOB, save_ncnn, to_ncnn
+
+    model = load_model(args.model)
+    param, weights = save_ncnn(model, args.out)
+    net = to_ncnn(model)
+    print(f"ncnn network written to {param} and {weights}")
+    print(f"input blob {INPUT_BLOB!r}: raw grey values x {net.scale:.9g} + {net.offset:g}, shaped (1, H, W)")
+    print(f"output blob {net.output!r}: defect probabilities (1, H, W); H and W multiples of 16")
+    return EXIT_OK
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .experiment import compare_cli
 
@@ -182,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export-ncnn", help="write a trained model as an ncnn network (.param + .bin) for deployment"
+    )
+    p.add_argument("--model", required=True, help="a .keras model file")
+    p.add_argument("--out", required=True, help="output stem: writes STEM.param and STEM.bin")
+    p.set_defaults(func=cmd_export_ncnn)
 
     p = sub.add_parser("compare", help="train several losses on identical data and seeds, and compare")
     _add_train_args(p)

@@ -194,3 +194,32 @@ def test_evaluate_cli_corrupt_model(data_dir, tmp_path, capsys):
     assert code == 2 and captured.out == ""
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "model.keras" in err[0]
+
+
+def test_export_ncnn_cli_writes_a_network_that_predicts_like_the_model(model_path, tmp_path, capsys):
+    code = cli.main(["export-ncnn", "--model", str(model_path), "--out", str(tmp_path / "unet")])
+    out = capsys.readouterr().out
+    assert code == 0 and "unet.param" in out and "'in0'" in out
+    param, weights = tmp_path / "unet.param", tmp_path / "unet.bin"
+    assert param.read_text().startswith("7767517\n") and weights.stat().st_size > 0
+    ncnn = pytest.importorskip("ncnn")
+    output = out.split("output blob '")[1].split("'")[0]
+    net = ncnn.Net()
+    assert net.load_param(str(param)) == 0 and net.load_model(str(weights)) == 0
+    image = np.random.default_rng(3).integers(0, 256, (32, 48)).astype(np.float32)
+    scaled = np.ascontiguousarray(image[None] / 255.0, np.float32)
+    ex = net.create_extractor()
+    ex.input("in0", ncnn.Mat(scaled))
+    status, prob = ex.extract(output)
+    assert status == 0
+    model = infer.load_model(model_path)
+    np.testing.assert_allclose(np.array(prob)[0], infer.predict_proba(model, image), atol=1e-4)
+
+
+def test_export_ncnn_cli_corrupt_model_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"garbage" * 10)
+    code = cli.main(["export-ncnn", "--model", str(bad), "--out", str(tmp_path / "unet")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "bad.keras" in err[0]
+    assert not list(tmp_path.glob("unet*"))

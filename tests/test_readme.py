@@ -44,3 +44,18 @@ def test_relative_links_and_images_in_the_docs_exist():
             assert path.exists(), f"{page.relative_to(ROOT)} links to missing {target}"
             checked += 1
     assert checked >= 5  # the README links the docs and figures
+
+
+def test_every_command_the_docs_show_exists():
+    import re
+
+    from dagm_helpers.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    texts = [README, *((ROOT / "docs").glob("*.md"))]
+    shown = set()
+    for text in texts:
+        text = text if isinstance(text, str) else text.read_text()
+        shown.update(re.findall(r"python -m dagm_helpers ([a-z][a-z-]*)", text))
+    assert {"train", "evaluate", "predict", "bench", "export-ncnn", "series"} <= shown
+    assert shown <= set(sub.choices), shown - set(sub.choices)
