@@ -9,7 +9,7 @@ this model at 512x512 with the same float32 numbers (max difference ~1e-6; ``doc
 The converter reads the Keras layer graph directly (no ONNX or PyTorch on the way) and supports
 the layers ``model.small_unet`` builds: ``Rescaling`` right after the input (applied to the input
 array instead), ``Conv2D`` (stride 1, ``same`` or ``valid``), ``BatchNormalization`` and
-``Activation`` (folded into the convolution before them), ``Dropout`` (dropped),
+``Activation`` (folded into the (de)convolution before them; else a ReLU/Sigmoid layer), ``Dropout`` (dropped),
 ``MaxPooling2D``, ``Conv2DTranspose`` (kernel = stride), ``UpSampling2D`` and ``Concatenate`` on
 the channel axis. Anything else raises :class:`~dagm_helpers.errors.ConfigError` naming the layer.
 
@@ -138,6 +138,30 @@ def _fold_bn(layer: Any, conv: _Layer) -> None:
     conv.bias = ((conv.bias - mean) * s + beta).astype(np.float32)
 
 
+_WEIGHTED = {"Conv2D": _conv, "Conv2DTranspose": _deconv}
+
+
+def _fold(
+    layer: Any, cfg: dict, src: str, conv: _Layer | None, sole_reader: bool, out: str
+) -> tuple[str, list[_Layer]]:
+    """BatchNormalization / Activation: folded into the (de)convolution before it when that one
+    feeds only this layer and has no activation yet; else a standalone ReLU/Sigmoid layer.
+    Returns the blob that now holds the layer's output and the layers to add."""
+    foldable = conv is not None and sole_reader and conv.params.get(9, 0) == 0
+    if type(layer).__name__ == "BatchNormalization":
+        if conv is None or not foldable or cfg.get("axis") not in (-1, [-1], 3, [3]):
+            raise _unsupported(layer, "does not directly follow a convolution on the channel axis")
+        _fold_bn(layer, conv)
+        return src, []
+    code = _activation_code(layer, cfg.get("activation"))
+    if conv is not None and foldable:
+        conv.params[9] = code
+        return src, []
+    if code == 0:  # linear
+        return src, []
+    return out, [_Layer({1: "ReLU", 4: "Sigmoid"}[code], layer.name, [src], [out])]
+
+
 def _graph(model: Any) -> tuple[list[_Layer], str, float, float]:
     """Walk the functional model in order; returns ncnn layers, output blob, input scale/offset."""
     blob: dict[str, str] = {}  # Keras tensor name -> ncnn blob name
@@ -170,37 +194,12 @@ def _graph(model: Any) -> tuple[list[_Layer], str, float, float]:
         elif kind in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout"):
             blob[out] = src[0]  # identity at inference
         elif kind in ("BatchNormalization", "Activation"):
-            conv = produced.get(src[0])
-            act = cfg.get("activation") if kind == "Activation" else None
-            foldable = conv is not None and uses[ins[0].name] == 1 and conv.params.get(9, 0) == 0
-            if kind == "BatchNormalization":
-                if (
-                    not foldable
-                    or conv is None
-                    or conv.kind != "Convolution"
-                    or cfg.get("axis") not in (-1, [-1], 3, [3])
-                ):
-                    raise _unsupported(layer, "does not directly follow a convolution on the channel axis")
-                _fold_bn(layer, conv)
-                blob[out] = src[0]
-            elif foldable and conv is not None:
-                conv.params[9] = _activation_code(layer, act)
-                blob[out] = src[0]
-            else:
-                code = _activation_code(layer, act)
-                if code:
-                    standalone = _Layer({1: "ReLU", 4: "Sigmoid"}[code], layer.name, src, [out])
-                    out_layers.append(standalone)
-                    blob[out] = out
-                else:
-                    blob[out] = src[0]
-        elif kind == "Conv2D":
-            rec = _conv(layer, src[0], out)
-            out_layers.append(rec)
-            produced[out] = rec
-            blob[out] = out
-        elif kind == "Conv2DTranspose":
-            rec = _deconv(layer, src[0], out)
+            blob[out], standalone = _fold(
+                layer, cfg, src[0], produced.get(src[0]), uses[ins[0].name] == 1, out
+            )
+            out_layers.extend(standalone)
+        elif kind in _WEIGHTED:
+            rec = _WEIGHTED[kind](layer, src[0], out)
             out_layers.append(rec)
             produced[out] = rec
             blob[out] = out

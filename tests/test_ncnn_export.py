@@ -105,15 +105,41 @@ def test_save_writes_both_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unet.bin", "unet.param"]
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def _odd_layers_model():
+    """Layers small_unet does not combine this way: an input offset, BN after a transposed
+    convolution, a standalone ReLU on a concatenation, nearest upsampling, a sigmoid layer."""
+    keras.utils.set_random_seed(6)
+    L = keras.layers
+    inputs = keras.Input((None, None, 1))
+    x = L.Conv2D(4, 3, padding="same", activation="relu")(L.Rescaling(1 / 127.5, offset=-1.0)(inputs))
+    up = L.Conv2DTranspose(4, 2, strides=2, use_bias=False)(L.MaxPooling2D(2)(x))
+    up = L.Activation("relu")(L.BatchNormalization()(up))
+    y = L.Activation("relu")(L.Concatenate()([up, x]))
+    y = L.Conv2D(1, 1, name="mask")(L.UpSampling2D(2, interpolation="nearest")(y))
+    m = keras.Model(inputs, L.Activation("sigmoid", name="prob")(y))
+    m.layers[5].set_weights(
+        [
+            np.linspace(0.5, 1.5, 4),
+            np.linspace(-0.2, 0.2, 4),
+            np.linspace(-0.3, 0.3, 4),
+            np.linspace(0.5, 2, 4),
+        ]
+    )
+    return m, 2
+
+
+@pytest.mark.parametrize("variant", [*sorted(VARIANTS), "odd_layers"])
 def test_ncnn_matches_tensorflow(variant):
     ncnn = pytest.importorskip("ncnn")
 
-    m = _model(**VARIANTS[variant])
+    m, upscale = _odd_layers_model() if variant == "odd_layers" else (_model(**VARIANTS[variant]), 1)
     x = np.random.default_rng(5).integers(0, 256, (2, 48, 80, 1)).astype(np.float32)
     decisive_head(m, x)
     ref = np.asarray(m(x, training=False))[..., 0]
+    assert ref.shape == (2, 48 * upscale, 80 * upscale)
     exported = ncnn_export.to_ncnn(m)
+    if variant == "odd_layers":
+        assert {"ReLU", "Interp", "Deconvolution"} <= set(exported.layers) and exported.offset == -1.0
     net = ncnn_export.load_net(exported, threads=2)
     for image, expected in zip(x, ref, strict=True):
         scaled = np.ascontiguousarray(image[None, :, :, 0] * exported.scale + exported.offset)
