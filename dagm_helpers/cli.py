@@ -87,7 +87,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .infer import predict_files
 
     out = predict_files(
-        args.model, args.input, args.out, threshold=args.threshold, batch_size=args.batch_size
+        args.model,
+        args.input,
+        args.out,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        fast=args.fast,
     )
     print(f"predictions written to {out}")
     return EXIT_OK
@@ -194,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--fast",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run on the fast CPU runtime (ncnn or OpenVINO) when installed; --no-fast: TensorFlow",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

@@ -347,10 +347,12 @@ def _check_values(img: np.ndarray, i: int) -> None:
 class _Runner:
     """Sends equally sized padded images through the model in batches bounded by pixel count."""
 
-    def __init__(self, model: Any, batch_size: int):
+    def __init__(self, model: Any, batch_size: int, fast: bool = False):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        self.fn = _predict_fn(model)
+        predictor = _fast_or_plain(model, batch_size) if fast else None
+        self.backend: str = predictor.backend if predictor is not None else "tf"
+        self.fn = (lambda x: predictor(x[..., 0])) if predictor is not None else _predict_fn(model)
         self.batch_size = batch_size
 
     def per_batch(self, shape: tuple[int, int]) -> int:
@@ -403,6 +405,7 @@ def predict_proba(
     tile_size: int = TILE_SIZE,
     tile_overlap: int = TILE_OVERLAP,
     max_untiled_pixels: int = MAX_UNTILED_PIXELS,
+    fast: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Per-pixel defect probabilities, float32, each at its image's own size.
 
@@ -414,13 +417,28 @@ def predict_proba(
     :data:`MAX_BATCH_PIXELS` pixels per call) and cropped back. An image whose padded size is above
     ``max_untiled_pixels`` is predicted in ``tile_size`` tiles with ``tile_overlap`` pixels of context
     (both rounded up to the multiple); a model with a fixed input size is always tiled at that size.
+    With ``fast``, the batches run through :func:`dagm_helpers.fast.fast_predictor` (ncnn or
+    OpenVINO, float32, the same probabilities to ~1e-5) when one of them is installed.
     """
     model = _as_model(model)
     items, single = _as_image_list(images)
     for i, img in enumerate(items):
         _check_values(img, i)
+    runner = _Runner(model, batch_size, fast=fast)
+    return _predict_items(runner, model, items, single, tile_size, tile_overlap, max_untiled_pixels)
+
+
+def _predict_items(
+    runner: _Runner,
+    model: Any,
+    items: list[np.ndarray],
+    single: bool,
+    tile_size: int = TILE_SIZE,
+    tile_overlap: int = TILE_OVERLAP,
+    max_untiled_pixels: int = MAX_UNTILED_PIXELS,
+) -> np.ndarray | list[np.ndarray]:
+    """predict_proba's work on validated (H, W) images, through ``runner``."""
     m = required_multiple(model)
-    runner = _Runner(model, batch_size)
     fixed = _fixed_input_hw(model)
     if fixed is not None:
         tile_hw = fixed
@@ -435,7 +453,7 @@ def predict_proba(
         warnings.warn(
             "float images with values in 0..1 were given; the model expects raw grey levels 0..255 "
             "(it rescales inside), so predictions will be wrong: multiply by 255 first",
-            stacklevel=2,
+            stacklevel=3,
         )
 
     outputs: list[np.ndarray | None] = [None] * len(items)
@@ -769,6 +787,7 @@ def predict_files(
     threshold: float = 0.5,
     batch_size: int = 8,
     progress: bool | None = None,
+    fast: bool = True,
 ) -> Path:
     """Predict every image in ``input`` (a file, or a folder searched non-recursively) into ``out``.
 
@@ -778,7 +797,8 @@ def predict_files(
     ``error``. Non-image files in a folder are skipped with one warning. An image that cannot be read
     is skipped with a warning and recorded with ``defective=error`` and the reason in ``error``, so one
     bad file does not lose the batch. Every file is written atomically; ``predictions.csv`` is
-    rewritten after every batch. Returns ``out``.
+    rewritten after every batch. ``fast`` (default): probabilities from the fast CPU runtime when
+    installed (see :func:`predict_proba`). Returns ``out``.
     """
     from .data.images import read_image
     from .viz import edge_overlay
@@ -787,6 +807,7 @@ def predict_files(
     out = Path(out)
     files = _list_inputs(Path(input), out)
     model = load_model(model_path)
+    runner = _Runner(model, batch_size, fast=fast)  # built once: a fast runtime converts the model
     out.mkdir(parents=True, exist_ok=True)
     stems = _output_stems(files)
     rows: list[dict[str, Any]] = []
@@ -813,7 +834,8 @@ def predict_files(
                         )
                     )
             if good:
-                probs = predict_proba(model, [g[2] for g in good], batch_size=batch_size)
+                items, _ = _as_image_list([g[2] for g in good])
+                probs = _predict_items(runner, model, items, single=False)
                 for (path, stem, image), prob in zip(good, probs, strict=True):
                     mask = prob >= threshold
                     score = image_score(prob)

@@ -389,3 +389,25 @@ def test_evaluate_fast_path_gives_the_same_numbers(tmp_path):
             continue
         a, b = slow[key], quick[key]
         assert (a is None and b is None) or np.isclose(a, b, atol=1e-4), key
+
+
+def test_predict_proba_fast_gives_the_same_probabilities_tiled_or_not():
+    from dagm_helpers import fast
+
+    if not (fast.ncnn_available() or fast.openvino_available()):
+        pytest.skip("neither ncnn nor openvino installed: fast=True runs TensorFlow")
+    keras.utils.set_random_seed(2)
+    model = small_unet(filters=4)
+    rng = np.random.default_rng(1)
+    images = [
+        rng.integers(0, 256, (45, 70)).astype(np.uint8),
+        rng.integers(0, 256, (150, 130)).astype(np.uint8),
+    ]
+    kwargs = {"tile_size": 64, "tile_overlap": 16, "max_untiled_pixels": 64 * 80}  # the second one is tiled
+    runner = infer._Runner(model, 8, fast=True)
+    assert runner.backend == ("ncnn" if fast.ncnn_available() else "openvino")
+    slow = infer.predict_proba(model, images, **kwargs)
+    quick = infer.predict_proba(model, images, fast=True, **kwargs)
+    for a, b in zip(slow, quick, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b, a, atol=1e-4)

@@ -223,3 +223,25 @@ def test_export_ncnn_cli_corrupt_model_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "bad.keras" in err[0]
     assert not list(tmp_path.glob("unet*"))
+
+
+def test_predict_cli_fast_and_tensorflow_agree(inputs, tmp_path):
+    from dagm_helpers import fast
+
+    if not (fast.ncnn_available() or fast.openvino_available()):
+        pytest.skip("neither ncnn nor openvino installed: --fast runs TensorFlow")
+    keras.utils.set_random_seed(4)
+    path = tmp_path / "deep.keras"
+    small_unet(filters=4).save(path)  # four poolings: the fast runtimes take it
+    rows = {}
+    for flag in ("--fast", "--no-fast"):
+        out = tmp_path / flag.strip("-")
+        assert (
+            cli.main(["predict", "--model", str(path), "--input", str(inputs), "--out", str(out), flag]) == 0
+        )
+        rows[flag] = {r["file"]: r for r in _read_csv(out / "predictions.csv")}
+    assert rows["--fast"].keys() == rows["--no-fast"].keys() and len(rows["--fast"]) == 3
+    for name, row in rows["--fast"].items():
+        assert float(row["defect_score"]) == pytest.approx(
+            float(rows["--no-fast"][name]["defect_score"]), abs=1e-4
+        )
