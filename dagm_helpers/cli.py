@@ -100,14 +100,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export_ncnn(args: argparse.Namespace) -> int:
     from .infer import load_model
-    from .ncnn_export import INPUT_BLOB, save_ncnn, to_ncnn
+    from .model import required_multiple
+    from .ncnn_export import INPUT_BLOB, to_ncnn, write_ncnn
 
     model = load_model(args.model)
-    param, weights = save_ncnn(model, args.out)
     net = to_ncnn(model)
+    param, weights = write_ncnn(net, args.out)
     print(f"ncnn network written to {param} and {weights}")
     print(f"input blob {INPUT_BLOB!r}: raw grey values x {net.scale:.9g} + {net.offset:g}, shaped (1, H, W)")
-    print(f"output blob {net.output!r}: defect probabilities (1, H, W); H and W multiples of 16")
+    print(
+        f"output blob {net.output!r}: defect probabilities (1, H, W); "
+        f"H and W multiples of {required_multiple(model)}"
+    )
     return EXIT_OK
 
 

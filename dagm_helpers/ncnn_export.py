@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["INPUT_BLOB", "NcnnNet", "load_net", "save_ncnn", "to_ncnn"]
+__all__ = ["INPUT_BLOB", "NcnnNet", "load_net", "save_ncnn", "to_ncnn", "write_ncnn"]
 
 #: ncnn's activation_type codes (Convolution/Deconvolution param 9)
 _ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 4}
@@ -273,10 +273,14 @@ def to_ncnn(model: Any) -> NcnnNet:
 
 
 def save_ncnn(model: Any, stem: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``<stem>.param`` and ``<stem>.bin`` (each atomically); returns their paths."""
+    """Convert ``model`` and write ``<stem>.param`` and ``<stem>.bin``; returns their paths."""
+    return write_ncnn(to_ncnn(model), stem)
+
+
+def write_ncnn(net: NcnnNet, stem: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write a converted network as ``<stem>.param`` and ``<stem>.bin`` (each atomically)."""
     from .atomic import write_bytes, write_text
 
-    net = to_ncnn(model)
     stem = Path(stem)
     param = write_text(stem.with_suffix(".param"), net.param)
     weights = write_bytes(stem.with_suffix(".bin"), net.weights)

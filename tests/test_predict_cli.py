@@ -200,6 +200,7 @@ def test_export_ncnn_cli_writes_a_network_that_predicts_like_the_model(model_pat
     code = cli.main(["export-ncnn", "--model", str(model_path), "--out", str(tmp_path / "unet")])
     out = capsys.readouterr().out
     assert code == 0 and "unet.param" in out and "'in0'" in out
+    assert "multiples of 4" in out  # the fixture's model pools twice
     param, weights = tmp_path / "unet.param", tmp_path / "unet.bin"
     assert param.read_text().startswith("7767517\n") and weights.stat().st_size > 0
     ncnn = pytest.importorskip("ncnn")
