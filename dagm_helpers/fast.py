@@ -171,6 +171,9 @@ class Predictor:
             padded = _pad(x, self.multiple)
             for k in range(0, n, self.batch_size):
                 chunk = np.ascontiguousarray(padded[k : k + self.batch_size, ..., None])
+                shape = tuple(int(s) for s in chunk.shape[:3])
+                if shape not in self.compiled_shapes:  # each runtime compiles (or traces) per shape
+                    self.compiled_shapes.append(shape)
                 probs = self._run(chunk)
                 out[k : k + len(chunk)] = probs[:, :h, :w]
         return out[0] if single else out
@@ -186,19 +189,14 @@ class Predictor:
         }
 
 
-def _tf_runner(model: Any, jit: bool, shapes: list) -> Callable[[np.ndarray], np.ndarray]:
+def _tf_runner(model: Any, jit: bool) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
 
     @tf.function(jit_compile=jit, reduce_retracing=False)
     def graph(x):
         return tf.cast(model(x, training=False), tf.float32)
 
-    seen: set = set()
-
     def run(x: np.ndarray) -> np.ndarray:
-        if x.shape[:3] not in seen:
-            seen.add(x.shape[:3])
-            shapes.append(tuple(int(s) for s in x.shape[:3]))
         return graph(tf.constant(x)).numpy()[..., 0]
 
     return run
@@ -241,7 +239,6 @@ def _openvino_runner(
     threads: int | None,
     calibration: np.ndarray | None,
     multiple: int,
-    shapes: list,
 ) -> Callable[[np.ndarray], np.ndarray]:
     import openvino as ov
 
@@ -266,26 +263,21 @@ def _openvino_runner(
             m = state["model"].clone()
             m.reshape({m.inputs[0]: ov.PartialShape(list(key))})
             fn = compiled[key] = core.compile_model(m, "CPU", config)
-            shapes.append(key[:3])
         return np.asarray(fn(x)[0], dtype=np.float32)[..., 0]
 
     return run
 
 
-def _ncnn_runner(model: Any, threads: int | None, shapes: list) -> Callable[[np.ndarray], np.ndarray]:
+def _ncnn_runner(model: Any, threads: int | None, **options: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Images (N, H, W, 1) -> probabilities (N, H, W) through ncnn; ``options``: see ``load_net``."""
     import ncnn
 
     from .ncnn_export import INPUT_BLOB, load_net, to_ncnn
 
     exported = to_ncnn(model)  # raises ConfigError naming an unsupported layer
-    net = load_net(exported, threads)
-    seen: set = set()
+    net = load_net(exported, threads, **options)
 
     def run(x: np.ndarray) -> np.ndarray:
-        key = tuple(int(s) for s in x.shape[:3])
-        if key not in seen:
-            seen.add(key)
-            shapes.append(key)
         out = np.empty(x.shape[:3], np.float32)
         for i in range(len(x)):
             # ncnn.Mat wraps this array without copying: keep it referenced until extract returns
@@ -335,17 +327,16 @@ def fast_predictor(
 
     multiple = int(required_multiple(model))
     chosen = backend
-    shapes: list[tuple[int, int, int]] = []
     if backend == "auto":
         if precision == "f32" and _gpu_present():
             chosen = "xla"
         elif precision == "f32" and ncnn_available():
             try:
-                run = _ncnn_runner(model, threads, shapes)
+                run = _ncnn_runner(model, threads)
             except ConfigError:  # a layer the exporter does not know: the next runtime
                 chosen = "openvino"
             else:
-                return Predictor("ncnn", precision, batch_size, multiple, threads, run, shapes)
+                return Predictor("ncnn", precision, batch_size, multiple, threads, run)
         else:
             chosen = "openvino"
     available = {"ncnn": ncnn_available, "openvino": openvino_available}
@@ -368,15 +359,15 @@ def fast_predictor(
         )
         precision = "f32"
     if chosen == "ncnn":
-        run = _ncnn_runner(model, threads, shapes)
+        run = _ncnn_runner(model, threads)
     elif chosen == "openvino":
         calib = None
         if calibration is not None and precision == "int8":
             calib, _ = _as_batch(calibration)
-        run = _openvino_runner(model, precision, threads, calib, multiple, shapes)
+        run = _openvino_runner(model, precision, threads, calib, multiple)
     else:
-        run = _tf_runner(model, chosen == "xla", shapes)
-    return Predictor(chosen, precision, batch_size, multiple, threads, run, shapes)
+        run = _tf_runner(model, chosen == "xla")
+    return Predictor(chosen, precision, batch_size, multiple, threads, run)
 
 
 def training_settings(device: str | None = None) -> dict:

@@ -287,8 +287,11 @@ def write_ncnn(net: NcnnNet, stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     return param, weights
 
 
-def load_net(net: NcnnNet, threads: int | None = None) -> Any:
-    """An ``ncnn.Net`` loaded from ``net`` with Winograd convolutions on and fp32 storage."""
+def load_net(net: NcnnNet, threads: int | None = None, **options: Any) -> Any:
+    """An ``ncnn.Net`` loaded from ``net`` with Winograd convolutions on and fp32 storage.
+
+    ``options``: further ``ncnn.Option`` attributes to set, e.g. ``use_winograd43_convolution=False``.
+    """
     import ncnn
 
     loaded = ncnn.Net()
@@ -300,6 +303,8 @@ def load_net(net: NcnnNet, threads: int | None = None) -> Any:
         if hasattr(opt, name):
             setattr(opt, name, False)
     opt.use_winograd_convolution = True
+    for name, value in options.items():
+        setattr(opt, name, value)
     # load from files: ncnn may keep pointers into memory it is given, files it reads are copied
     with tempfile.TemporaryDirectory(prefix="dagm-ncnn-") as tmp:
         param, weights = Path(tmp, "net.param"), Path(tmp, "net.bin")

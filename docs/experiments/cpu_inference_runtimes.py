@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,7 +22,6 @@ import numpy as np  # noqa: E402
 
 from dagm_helpers import fast  # noqa: E402
 from dagm_helpers.model import small_unet  # noqa: E402
-from dagm_helpers.ncnn_export import INPUT_BLOB, to_ncnn  # noqa: E402
 
 N = 8
 
@@ -52,36 +50,15 @@ def openvino_rows(model, x: np.ndarray) -> None:
 
 
 def ncnn_rows(model, x: np.ndarray) -> None:
-    import ncnn
-
-    exported = to_ncnn(model)
     variants = {
-        "winograd off": {"use_winograd_convolution": False},
+        "winograd off": {"use_winograd_convolution": False},  # load_net turns it on; this turns it off
         "F(2x2,3x3) only": {"use_winograd43_convolution": False, "use_winograd63_convolution": False},
         "F(4x4,3x3) only": {"use_winograd23_convolution": False, "use_winograd63_convolution": False},
         "F(6x6,3x3) only": {"use_winograd23_convolution": False, "use_winograd43_convolution": False},
         "ncnn's choice": {},
     }
     for label, options in variants.items():
-        net = ncnn.Net()
-        for key, value in options.items():
-            setattr(net.opt, key, value)
-        with tempfile.TemporaryDirectory() as tmp:
-            param, weights = os.path.join(tmp, "n.param"), os.path.join(tmp, "n.bin")
-            with open(param, "w") as fh:
-                fh.write(exported.param)
-            with open(weights, "wb") as fh:
-                fh.write(exported.weights)
-            net.load_param(param)
-            net.load_model(weights)
-
-        def run(images: np.ndarray, net=net) -> None:
-            for image in images:
-                scaled = np.ascontiguousarray(image[None, :, :, 0] * exported.scale, np.float32)
-                ex = net.create_extractor()
-                ex.input(INPUT_BLOB, ncnn.Mat(scaled))
-                ex.extract(exported.output)
-
+        run = fast._ncnn_runner(model, None, **options)
         run(x[:1])
         start = time.perf_counter()
         run(x)
