@@ -1,6 +1,6 @@
 """Why ncnn is the CPU inference path: Winograd variants, OpenVINO f32 vs int8 per layer.
 
-    python docs/experiments/cpu_inference_runtimes.py     # about 3 minutes on 2 cores
+    python docs/experiments/cpu_inference_runtimes.py     # about 4 minutes on 2 cores
 
 Prints images/s at 512x512 (8 images of noise; speed does not depend on the weights) for:
 OpenVINO float32 and int8 (NNCF) with the time their convolutions take per kernel type
@@ -8,12 +8,15 @@ OpenVINO float32 and int8 (NNCF) with the time their convolutions take per kerne
 AMD EPYC (sixth session, ``docs/performance.md``): OpenVINO f32 3.37 img/s, int8 3.30 (its
 ``jit_avx2_I8`` convolutions as slow as the ``brgconv_avx2_f32`` ones: no VNNI); ncnn with
 Winograd F(4x4,3x3) 4.07, F(6x6) 3.28, F(2x2) 2.95, no Winograd 2.01.
+The ncnn rows are the median of three interleaved rounds (seventh session: ncnn's choice 4.20,
+F(4x4) only 4.28, bf16 storage 3.51, one thread 2.74).
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,6 +27,7 @@ from dagm_helpers import fast  # noqa: E402
 from dagm_helpers.model import small_unet  # noqa: E402
 
 N = 8
+ROUNDS = 3
 
 
 def openvino_rows(model, x: np.ndarray) -> None:
@@ -49,20 +53,30 @@ def openvino_rows(model, x: np.ndarray) -> None:
         print(f"openvino {name:5s} {N / seconds:5.2f} img/s   convolutions: {kernels}")
 
 
-def ncnn_rows(model, x: np.ndarray) -> None:
+def ncnn_rows(model, x: np.ndarray, rounds: int = ROUNDS) -> None:
+    """ncnn variants, timed in ``rounds`` interleaved rounds (median shown), max |diff| to ncnn's choice."""
     variants = {
+        "ncnn's choice": {},
         "winograd off": {"use_winograd_convolution": False},  # load_net turns it on; this turns it off
         "F(2x2,3x3) only": {"use_winograd43_convolution": False, "use_winograd63_convolution": False},
         "F(4x4,3x3) only": {"use_winograd23_convolution": False, "use_winograd63_convolution": False},
         "F(6x6,3x3) only": {"use_winograd23_convolution": False, "use_winograd43_convolution": False},
-        "ncnn's choice": {},
+        "bf16 storage": {"use_bf16_storage": True, "use_bf16_packed": True},
     }
-    for label, options in variants.items():
-        run = fast._ncnn_runner(model, None, **options)
-        run(x[:1])
-        start = time.perf_counter()
-        run(x)
-        print(f"ncnn {label:16s} {N / (time.perf_counter() - start):5.2f} img/s")
+    runs = {label: fast._ncnn_runner(model, None, **options) for label, options in variants.items()}
+    runs["1 thread"] = fast._ncnn_runner(model, 1)
+    reference = runs["ncnn's choice"](x[:1])
+    diffs = {label: float(np.abs(run(x[:1]) - reference).max()) for label, run in runs.items()}
+    rates: dict[str, list[float]] = collections.defaultdict(list)
+    for _ in range(rounds):
+        for label, run in runs.items():
+            start = time.perf_counter()
+            run(x)
+            rates[label].append(N / (time.perf_counter() - start))
+    for label in runs:
+        print(
+            f"ncnn {label:16s} {statistics.median(rates[label]):5.2f} img/s   max |diff| {diffs[label]:.0e}"
+        )
 
 
 def main() -> None:
