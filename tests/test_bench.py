@@ -61,6 +61,7 @@ def test_quick_bench_values_in_range(quick_result):
         "baseline_train_img_s",
         "train_img_s",
         "baseline_infer_img_s",
+        "baseline_infer_call_img_s",
         "infer_img_s",
         "peak_gflop_s",
         "time_to_quality_s",
@@ -68,6 +69,9 @@ def test_quick_bench_values_in_range(quick_result):
     ):
         assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, key
     assert 0.0 <= r["infer_agreement"] <= 1.0
+    # a whole predict call holds its batches plus overhead, so per batch it is not faster (with slack
+    # for the noise between separate calls)
+    assert r["baseline_infer_img_s"] >= 0.8 * r["baseline_infer_call_img_s"]
     # peak_gflop_s is an achieved matmul rate, which OpenVINO's convolutions can beat (1.6 was seen
     # on CI's machine); 3 still catches unit and size-scaling slips (factors of 4 and more)
     assert 0.0 < r["infer_fraction_of_peak"] < 3.0
@@ -188,3 +192,24 @@ def test_median_step_times_the_steps_not_the_idle_time_after_them(monkeypatch):
 
     assert bench._median_step_s(fake_fit, repeats=2) == pytest.approx(3.5)  # median of 2, 4, 3, 5
     assert calls == [0, 1, 1]  # warm-up without the timer, then one timer per repeat
+
+
+def test_median_step_times_predict_batches_too(monkeypatch):
+    # the inference baseline: predict's batches are timed, not the idle time after the call
+    now = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+
+    def fake_predict(callbacks):
+        for i, length in enumerate((1.0, 3.0)):
+            for cb in callbacks:
+                cb.on_train_batch_begin(i)  # the wrong phase's hooks must not be what is timed
+                cb.on_predict_batch_begin(i)
+            now[0] += length
+            for cb in callbacks:
+                cb.on_predict_batch_end(i)
+            now[0] += 50.0
+        now[0] += 100.0
+
+    assert bench._median_step_s(fake_predict, repeats=1, phase="predict") == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="phase"):
+        bench._median_step_s(fake_predict, repeats=1, phase="evaluate")
