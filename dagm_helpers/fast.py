@@ -327,16 +327,15 @@ def fast_predictor(
 
     multiple = int(required_multiple(model))
     chosen = backend
+    run: Callable[[np.ndarray], np.ndarray] | None = None
     if backend == "auto":
         if precision == "f32" and _gpu_present():
             chosen = "xla"
         elif precision == "f32" and ncnn_available():
             try:
-                run = _ncnn_runner(model, threads)
+                run, chosen = _ncnn_runner(model, threads), "ncnn"
             except ConfigError:  # a layer the exporter does not know: the next runtime
                 chosen = "openvino"
-            else:
-                return Predictor("ncnn", precision, batch_size, multiple, threads, run)
         else:
             chosen = "openvino"
     available = {"ncnn": ncnn_available, "openvino": openvino_available}
@@ -358,15 +357,16 @@ def fast_predictor(
             stacklevel=2,
         )
         precision = "f32"
-    if chosen == "ncnn":
-        run = _ncnn_runner(model, threads)
-    elif chosen == "openvino":
-        calib = None
-        if calibration is not None and precision == "int8":
-            calib, _ = _as_batch(calibration)
-        run = _openvino_runner(model, precision, threads, calib, multiple)
-    else:
-        run = _tf_runner(model, chosen == "xla")
+    if run is None:  # else "auto" already built the ncnn runner
+        if chosen == "ncnn":
+            run = _ncnn_runner(model, threads)
+        elif chosen == "openvino":
+            calib = None
+            if calibration is not None and precision == "int8":
+                calib, _ = _as_batch(calibration)
+            run = _openvino_runner(model, precision, threads, calib, multiple)
+        else:
+            run = _tf_runner(model, chosen == "xla")
     return Predictor(chosen, precision, batch_size, multiple, threads, run)
 
 

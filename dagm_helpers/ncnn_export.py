@@ -104,8 +104,8 @@ def _conv(layer: Any, src: str, out: str) -> _Layer:
     kh, kw = (int(s) for s in layer.kernel.shape[:2])
     if tuple(cfg.get("strides", (1, 1))) != (1, 1) or tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1):
         raise _unsupported(layer, "has strides or dilation other than 1")
-    if cfg.get("groups", 1) != 1 or cfg.get("data_format", "channels_last") != "channels_last":
-        raise _unsupported(layer, "is grouped or not channels_last")
+    if cfg.get("groups", 1) != 1:  # data_format is checked for every layer in _graph
+        raise _unsupported(layer, "is grouped")
     pad_h, pad_w = ((kh - 1) // 2, (kw - 1) // 2) if cfg["padding"] == "same" else (0, 0)
     if cfg["padding"] == "same" and (kh % 2 == 0 or kw % 2 == 0):
         raise _unsupported(layer, "has an even kernel with 'same' padding")

@@ -149,3 +149,14 @@ def test_ncnn_matches_tensorflow(variant):
         assert status == 0
         np.testing.assert_allclose(np.array(out)[0], expected, atol=1e-4)
     assert 0.05 < float(np.mean(ref >= 0.5)) < 0.95  # the outputs vary, so agreement means something
+
+
+def test_load_net_applies_options_and_refuses_unknown_ones():
+    pytest.importorskip("ncnn")
+    exported = ncnn_export.to_ncnn(small_unet(filters=4, depth=2))
+    default = ncnn_export.load_net(exported)
+    assert default.opt.use_winograd_convolution is True and default.opt.use_bf16_storage is False
+    direct = ncnn_export.load_net(exported, threads=1, use_winograd_convolution=False)
+    assert direct.opt.use_winograd_convolution is False and direct.opt.num_threads == 1
+    with pytest.raises(AttributeError):  # a misspelt option must not be ignored silently
+        ncnn_export.load_net(exported, use_winograd_convolutoin=False)
