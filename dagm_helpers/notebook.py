@@ -70,7 +70,12 @@ class NotebookSetup:
 
 
 def report_runtime() -> dict[str, str | bool]:
-    """Print and return Python and TensorFlow versions, and whether a GPU (or Colab) is present."""
+    """Print and return Python and TensorFlow versions, whether a GPU (or Colab) is present and
+    whether TensorFlow's oneDNN CPU kernels are on (:func:`dagm_helpers.fast.enable_onednn`, called
+    here first: run this before anything else imports TensorFlow)."""
+    from .fast import enable_onednn, onednn_enabled
+
+    enable_onednn()
     import tensorflow as tf
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
@@ -79,10 +84,12 @@ def report_runtime() -> dict[str, str | bool]:
         "tensorflow": tf.__version__,
         "gpu": bool(gpus),
         "colab": in_colab(),
+        "onednn": bool(onednn_enabled()),
     }
     where = "Colab" if info["colab"] else platform.node() or "this machine"
     gpu = f"GPU present ({', '.join(gpus)})" if gpus else "no GPU: the cpu profile trains on crops"
-    print(f"Python {info['python']}, TensorFlow {info['tensorflow']} on {where}; {gpu}")
+    onednn = "oneDNN CPU kernels on" if info["onednn"] else "oneDNN CPU kernels off"
+    print(f"Python {info['python']}, TensorFlow {info['tensorflow']} on {where}; {gpu}; {onednn}")
     return info
 
 

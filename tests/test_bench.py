@@ -82,6 +82,27 @@ def test_quick_bench_values_in_range(quick_result):
     assert "core" in r["device"] or "GPU" in r["device"] or "NVIDIA" in r["device"]
 
 
+def test_quick_bench_fast_path_ran_with_onednn_and_fast_gradients(quick_result):
+    r = quick_result
+    # the fast path's own process really had oneDNN on and patched the U-Net's 18 3x3 convolutions
+    assert r["train_onednn"] is True
+    assert r["train_settings"]["onednn"] is True
+    assert r["train_conv_gradient_layers"] == 18
+    assert isinstance(r["baseline_onednn"], bool)
+    for key in ("train_onednn_only_img_s", "infer_predict_onednn_img_s", "peak_rss_mb_fast_path_process"):
+        assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, key
+
+
+def test_child_failure_is_reported_with_its_error():
+    env = dict(os.environ)
+    assert bench._in_child(
+        "baseline_budget_s", {"fast_ttq_s": 10.0, "elapsed_s": 0.0}, env, 120
+    ) == pytest.approx(bench.baseline_budget_s(10.0, 0.0))
+    with pytest.raises(RuntimeError, match="baseline_budget_s failed in its own process") as err:
+        bench._in_child("baseline_budget_s", {"bogus": 1}, env, 120)
+    assert "TypeError" in str(err.value) and "bogus" in str(err.value)
+
+
 def test_quick_bench_ratios_are_consistent(quick_result):
     r = quick_result
     assert r["train_speedup"] == pytest.approx(r["train_img_s"] / r["baseline_train_img_s"], rel=1e-6)

@@ -149,9 +149,58 @@ def test_bad_arguments_are_config_errors(model):
 
 def test_training_settings():
     cpu, gpu = fast.training_settings("cpu"), fast.training_settings("gpu")
-    keys = {"jit_compile", "steps_per_execution", "mixed_precision", "dataset", "prefetch", "threads"}
+    keys = {
+        "jit_compile",
+        "steps_per_execution",
+        "mixed_precision",
+        "dataset",
+        "prefetch",
+        "threads",
+        "onednn",
+        "conv_gradients",
+    }
     assert set(cpu) == keys and set(gpu) == keys
     assert cpu["mixed_precision"] is False and gpu["mixed_precision"] is True
-    assert cpu["jit_compile"] is True and cpu["dataset"] is True
+    # on a CPU: oneDNN's kernels, which XLA would bypass, and the matrix-product weight gradients
+    assert cpu["jit_compile"] is False and cpu["onednn"] is True and cpu["conv_gradients"] == "matmul"
+    assert cpu["dataset"] is True
+    assert gpu["jit_compile"] is True and gpu["conv_gradients"] is None  # cuDNN's own gradients
     with pytest.raises(ConfigError):
         fast.training_settings("tpu")
+
+
+_ONEDNN_PROBE = """
+import json, sys
+from dagm_helpers import fast
+before = fast.onednn_enabled()
+asked = fast.enable_onednn()
+import tensorflow
+print(json.dumps({"before": before, "asked": asked, "on": fast.onednn_enabled(), "after_import": fast.enable_onednn()}))
+"""
+
+
+def _onednn_probe(value):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != fast.ONEDNN_ENV}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if value is not None:
+        env[fast.ONEDNN_ENV] = value
+    out = subprocess.run(
+        [sys.executable, "-c", _ONEDNN_PROBE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_enable_onednn_before_tensorflow_turns_it_on():
+    r = _onednn_probe(None)
+    assert r == {"before": None, "asked": True, "on": True, "after_import": True}
+
+
+def test_enable_onednn_keeps_the_users_choice():
+    r = _onednn_probe("0")
+    assert r["asked"] is False and r["on"] is False and r["after_import"] is False
