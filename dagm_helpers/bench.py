@@ -1,10 +1,12 @@
 """``python -m dagm_helpers bench``: the project's speed against the tutorial's own code.
 
-One run, one process, one machine. :func:`run_benchmark` returns a JSON-friendly dict:
+One run, one machine. :func:`run_benchmark` returns a JSON-friendly dict:
 
 * training throughput, same model, same 512x512 images, batch 10 (same work per image):
   the tutorial's way (``model.fit`` on in-memory float32 numpy arrays, Adam 1e-4, Dice
-  loss) against the project's fast path (:func:`dagm_helpers.fast.training_settings`);
+  loss) in this process, with TensorFlow as its default setup leaves it, against the
+  project's fast path (:func:`dagm_helpers.fast.training_settings`), measured in a second
+  process that turned oneDNN on before importing TensorFlow (:func:`fast_path_throughput`);
 * inference throughput at 512x512, batch 8: ``model.predict`` against
   :func:`dagm_helpers.fast.fast_predictor`, and how well their masks agree (Dice);
 * the model's cost (GFLOP per image) against a float32 matrix-multiply probe of the

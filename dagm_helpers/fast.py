@@ -69,6 +69,7 @@ __all__ = [
     "nncf_available",
     "onednn_enabled",
     "training_settings",
+    "xla_for_training",
 ]
 
 
@@ -444,6 +445,14 @@ def onednn_enabled() -> bool | None:
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def xla_for_training(requested: bool, on_gpu: bool) -> bool:
+    """Whether to compile training with XLA: as ``requested`` (a profile's ``xla``), except on a
+    CPU with oneDNN on, where XLA's own convolutions replace oneDNN's and were slower: 6.9
+    against 7.8 img/s for the ``cpu`` profile's 160x160 crops, 0.72 against 0.78 at 512x512
+    (``docs/performance.md``)."""
+    return bool(requested) and (on_gpu or not onednn_enabled())
 
 
 def env_flags() -> dict[str, str | None]:

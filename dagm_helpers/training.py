@@ -79,6 +79,7 @@ import numpy as np
 from . import atomic
 from .config import Profile, data_source, resolve_profile
 from .errors import ConfigError, DatasetError, TrainingError
+from .fast import onednn_enabled, xla_for_training
 
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch",
@@ -763,6 +764,7 @@ def train(config: TrainConfig) -> Run:
     total_steps = steps * profile.epochs
 
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    use_xla = xla_for_training(profile.xla, on_gpu)
     old_policy = keras.mixed_precision.global_policy()
     use_mixed = bool(profile.mixed_precision and on_gpu)
     if use_mixed:
@@ -801,7 +803,7 @@ def train(config: TrainConfig) -> Run:
                     optimizer=keras.optimizers.Adam(learning_rate=schedule),
                     loss=loss_fn,
                     metrics=[metrics_mod.PixelIoU(name="iou"), metrics_mod.PixelDice(name="dice")],
-                    jit_compile=bool(profile.xla),
+                    jit_compile=use_xla,
                 )
                 # create the optimizer's slots now: building them inside the first traced step makes
                 # TensorFlow trace the training function twice
@@ -821,7 +823,8 @@ def train(config: TrainConfig) -> Run:
             "steps_per_epoch": steps,
             "total_steps": total_steps,
             "mixed_precision": use_mixed,
-            "xla": bool(profile.xla),
+            "xla": use_xla,
+            "onednn": onednn_enabled(),
             "history_columns": list(HISTORY_COLUMNS),
             "versions": _versions(),
         }

@@ -204,3 +204,18 @@ def test_enable_onednn_before_tensorflow_turns_it_on():
 def test_enable_onednn_keeps_the_users_choice():
     r = _onednn_probe("0")
     assert r["asked"] is False and r["on"] is False and r["after_import"] is False
+
+
+@pytest.mark.parametrize(
+    "requested, on_gpu, onednn, expected",
+    [
+        (True, False, True, False),  # CPU with oneDNN: XLA would replace oneDNN's faster kernels
+        (True, False, False, True),
+        (True, True, True, True),  # GPU: as the profile says
+        (False, False, False, False),
+        (False, True, False, False),
+    ],
+)
+def test_xla_for_training_gives_way_to_onednn_on_cpu(monkeypatch, requested, on_gpu, onednn, expected):
+    monkeypatch.setattr(fast, "onednn_enabled", lambda: onednn)
+    assert fast.xla_for_training(requested, on_gpu) is expected

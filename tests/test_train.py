@@ -70,6 +70,10 @@ def test_run_folder_files_and_columns(run3):
     assert cfg["profile"]["name"] == "smoke" and cfg["profile"]["crop_size"] == 32
     assert cfg["steps_per_epoch"] == STEPS and cfg["replicas"] == 1 and cfg["global_batch_size"] == 2
     assert cfg["train_config"]["seed"] == 7 and "tensorflow" in cfg["versions"]
+    # what the run really used: the smoke profile asks for no XLA; oneDNN as this process has it
+    from dagm_helpers.fast import onednn_enabled
+
+    assert cfg["xla"] is False and cfg["onednn"] is onednn_enabled()
     state = json.loads((d / "state.json").read_text())
     assert state["epochs_done"] == 3 and state["optimizer_iterations"] == 3 * STEPS
     assert run3.history == train_mod.read_history(d / "history.csv")

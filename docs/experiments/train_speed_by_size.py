@@ -1,13 +1,17 @@
 """Training images per second of the tutorial's ``fit`` and of the fast path, by image size.
 
-    python docs/experiments/train_speed_by_size.py                  # 128 and 256, about 6 minutes
+    python docs/experiments/train_speed_by_size.py                  # 128 and 256, about 8 minutes
     python docs/experiments/train_speed_by_size.py --sizes 512 --images 20
 
-The same measurement as ``bench`` (``bench._train_throughput``: median optimizer step inside
-``fit``, timed by a callback, one compiling call first), at smaller images and with more steps,
-so that the fast path's gain at sizes below 512x512 is measured rather than guessed. Seen on
-the CI-like machine (seventh session, quiet, ``--images 60 --repeats 3``): 1.05x at 128x128
-(10.31 against 10.83 img/s), 1.10x at 256x256 (2.54 against 2.78 img/s).
+The same measurement as ``bench`` (median optimizer step inside ``fit``, timed by a callback,
+one compiling call first), at other image sizes and with more steps. Three columns: the
+tutorial's ``fit`` in TensorFlow's default setup (this process), the same ``fit`` with oneDNN
+on, and the fast path (oneDNN on, matrix-product weight gradients, ``tf.data``), both measured
+in a second process started with oneDNN on (``bench.fast_path_throughput``).
+
+Seen on the CI-like machine: before oneDNN (seventh session, ``--images 60 --repeats 3``) the
+fast path of then (XLA + ``tf.data``) gave 1.05x at 128x128 and 1.10x at 256x256. Eighth
+session: see ``docs/performance.md`` (Training).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from dagm_helpers.bench import _train_throughput  # noqa: E402
+from dagm_helpers.bench import _fast_path_env, _in_child, _train_throughput  # noqa: E402
 
 
 def main() -> None:
@@ -27,11 +31,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=60, help="images per timed epoch")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per candidate")
     args = parser.parse_args()
-    print("size  baseline_img_s  fast_img_s  ratio")
+    print("size  baseline_img_s  onednn_only_img_s  fast_img_s  fast/baseline")
     for size in args.sizes:
-        r = _train_throughput(size, args.batch, args.images, args.repeats)
-        base, fast = r["baseline_train_img_s"], r["train_img_s"]
-        print(f"{size:4d}  {base:14.2f}  {fast:10.2f}  {fast / base:5.3f}", flush=True)
+        shape = dict(size=size, batch=args.batch, n=args.images, repeats=args.repeats)
+        base = _train_throughput(**shape)["baseline_train_img_s"]
+        fast = _in_child(
+            "fast_path_throughput", dict(shape, infer_size=size, infer_batch=8), _fast_path_env(), 3600
+        )
+        print(
+            f"{size:4d}  {base:14.2f}  {fast['train_onednn_only_img_s']:17.2f}  {fast['train_img_s']:10.2f}"
+            f"  {fast['train_img_s'] / base:13.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
