@@ -291,6 +291,9 @@ def dataset_from_arrays(
         pair = tf.stack([tf.gather(img_t, index), tf.gather(mask_t, index)], axis=-1)  # (H, W, 2) uint8
         if crop_size is not None:
             pair = _crop(pair, defective_t[index], seeds, crop_size, defect_crop_fraction, height, width)
+        # float32 before the flips and turns (exact for 0-255): oneDNN's transpose, used when it is
+        # on, has no uint8 kernel without AVX-512 and logs an error line for every run otherwise
+        pair = tf.cast(pair, tf.float32)
         if augment:
             flip = tf.random.stateless_uniform([], seed=seeds[4]) < 0.5
             pair = tf.cond(flip, lambda: tf.reverse(pair, axis=[1]), lambda: pair)
@@ -299,8 +302,7 @@ def dataset_from_arrays(
                 turns = 2 * (turns // 2)
             pair = tf.image.rot90(pair, k=turns)
             pair = tf.ensure_shape(pair, [out_h, out_w, 2])
-        x = tf.cast(pair[..., :1], tf.float32)
-        y = tf.cast(pair[..., 1:], tf.float32)
+        x, y = pair[..., :1], pair[..., 1:]
         if intensity_jitter:
             delta = tf.random.stateless_uniform(
                 [], seed=seeds[6], minval=-BRIGHTNESS_DELTA, maxval=BRIGHTNESS_DELTA
