@@ -72,3 +72,9 @@ def test_eligible_refuses_what_conv2d_same_cannot_compute():
     assert not conv_grad.eligible(keras.layers.Conv2D(4, 2, padding="same"))
     assert not conv_grad.eligible(keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2))
     assert not conv_grad.eligible(keras.layers.Conv2DTranspose(4, 2, strides=2))
+
+
+def test_nested_models_are_patched_too():
+    inner = small_unet(filters=4, name="inner")
+    outer = keras.Sequential([keras.Input((32, 32, 1)), inner])
+    assert conv_grad.use_fast_conv_gradients(outer) == 18
