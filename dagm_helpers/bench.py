@@ -256,7 +256,7 @@ def _tutorial_fit_step_s(size: int, batch: int, n: int, repeats: int) -> float:
     )
 
 
-def _train_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
+def _baseline_train_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
     """Images/s of the tutorial's ``fit`` on numpy arrays, in this process (TensorFlow as the user's
     environment sets it up: the tutorial's own code does nothing to it)."""
     from .fast import onednn_enabled
@@ -324,11 +324,10 @@ def fast_path_throughput(
     result["train_img_s"] = batch * settings["steps_per_execution"] / fast_step
     result["train_onednn_only_img_s"] = batch / _tutorial_fit_step_s(size, batch, n, repeats)
     images = np.random.default_rng(1).integers(0, 256, (2 * infer_batch, infer_size, infer_size, 1))
+    images = images.astype(np.float32)
     model = _tutorial_model()
     result["infer_predict_onednn_img_s"] = infer_batch / _median_step_s(
-        lambda cbs: model.predict(
-            images.astype(np.float32), batch_size=infer_batch, verbose=0, callbacks=cbs
-        ),
+        lambda cbs: model.predict(images, batch_size=infer_batch, verbose=0, callbacks=cbs),
         repeats + 1,
         phase="predict",
     )
@@ -644,7 +643,7 @@ def run_benchmark(
         shape = (
             dict(size=128, batch=10, n=20, repeats=1) if quick else dict(size=512, batch=10, n=20, repeats=2)
         )
-        result.update(_train_throughput(**shape))
+        result.update(_baseline_train_throughput(**shape))
         _log("training throughput: fast path (own process, oneDNN on)")
         fast_tp = _in_child(
             "fast_path_throughput",

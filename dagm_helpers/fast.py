@@ -40,7 +40,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -453,9 +453,3 @@ def xla_for_training(requested: bool, on_gpu: bool) -> bool:
     against 7.8 img/s for the ``cpu`` profile's 160x160 crops, 0.72 against 0.78 at 512x512
     (``docs/performance.md``)."""
     return bool(requested) and (on_gpu or not onednn_enabled())
-
-
-def env_flags() -> dict[str, str | None]:
-    """Environment variables that change TensorFlow's CPU speed, as currently set."""
-    names: Sequence[str] = ("TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS", "TF_XLA_FLAGS")
-    return {n: os.environ.get(n) for n in names}

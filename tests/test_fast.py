@@ -179,7 +179,7 @@ print(json.dumps({"before": before, "asked": asked, "on": fast.onednn_enabled(),
 """
 
 
-def _onednn_probe(value):
+def _onednn_probe(value, code=_ONEDNN_PROBE):
     import json
     import os
     import subprocess
@@ -189,9 +189,7 @@ def _onednn_probe(value):
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if value is not None:
         env[fast.ONEDNN_ENV] = value
-    out = subprocess.run(
-        [sys.executable, "-c", _ONEDNN_PROBE], env=env, capture_output=True, text=True, timeout=300
-    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -219,3 +217,31 @@ def test_enable_onednn_keeps_the_users_choice():
 def test_xla_for_training_gives_way_to_onednn_on_cpu(monkeypatch, requested, on_gpu, onednn, expected):
     monkeypatch.setattr(fast, "onednn_enabled", lambda: onednn)
     assert fast.xla_for_training(requested, on_gpu) is expected
+
+
+_RUNTIME_PROBE = """
+import json
+from dagm_helpers.notebook import report_runtime
+info = report_runtime()
+print(json.dumps({"onednn": info["onednn"]}))
+"""
+
+_CLI_PROBE = """
+import json, os, sys, tempfile
+from dagm_helpers import cli, fast
+seen = {}
+for argv in (["bench", "--quick", "--baseline-minutes", "-1"], ["info", tempfile.mkdtemp()]):
+    cli.main(argv)  # both refuse their input (exit 2) before any real work
+    seen[argv[0]] = os.environ.get(fast.ONEDNN_ENV)
+print(json.dumps(seen))
+"""
+
+
+def test_notebooks_first_cell_turns_onednn_on_and_says_so():
+    assert _onednn_probe(None, _RUNTIME_PROBE) == {"onednn": True}
+    assert _onednn_probe("0", _RUNTIME_PROBE) == {"onednn": False}
+
+
+def test_command_line_turns_onednn_on_except_for_bench():
+    # bench times the tutorial's way in TensorFlow's own default setup
+    assert _onednn_probe(None, _CLI_PROBE) == {"bench": None, "info": "1"}

@@ -21,7 +21,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from dagm_helpers.bench import _fast_path_env, _in_child, _train_throughput  # noqa: E402
+from dagm_helpers.bench import _baseline_train_throughput, _fast_path_env, _in_child  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     print("size  baseline_img_s  onednn_only_img_s  fast_img_s  fast/baseline")
     for size in args.sizes:
         shape = dict(size=size, batch=args.batch, n=args.images, repeats=args.repeats)
-        base = _train_throughput(**shape)["baseline_train_img_s"]
+        base = _baseline_train_throughput(**shape)["baseline_train_img_s"]
         fast = _in_child(
             "fast_path_throughput", dict(shape, infer_size=size, infer_batch=8), _fast_path_env(), 3600
         )
