@@ -5,7 +5,8 @@ that TensorFlow spends most of the step in ``Conv2DBackpropFilter`` (the weight 
 which runs at a third of the forward convolution's speed there, even with oneDNN. For a
 stride-1 'same' convolution the weight gradient is, for each of the k x k kernel taps, one
 matrix product of the shifted input (``pixels x in_channels``) with the output gradient
-(``pixels x out_channels``); these products run at the matrix-multiply rate. The input
+(``pixels x out_channels``); these products run at the matrix-multiply rate, and the
+shifted input is a view (a block of rows of the flattened, padded input), not a copy. The input
 gradient is computed as a forward convolution of the output gradient with the flipped,
 transposed kernel, which is as fast as the forward pass with or without oneDNN.
 
@@ -28,16 +29,27 @@ MIN_MATMUL_CHANNELS = 1024
 
 
 def _filter_grad_matmul(x: Any, dy: Any, kh: int, kw: int) -> Any:
-    """Weight gradient of a stride-1 'same' convolution as kh*kw matrix products."""
+    """Weight gradient of a stride-1 'same' convolution as kh*kw matrix products, without copies.
+
+    ``x`` is zero-padded for the convolution and ``dy`` padded to the same layout (its valid pixels
+    top-left, zeros in the extra rows and columns). Flattened to rows of channels, the input pixel
+    under kernel tap (i, j) of the output pixel in row q is row ``q + i * padded_width + j``, so
+    each tap's shifted input is a contiguous block of rows: a slice of the first dimension, which
+    TensorFlow hands out without copying. Rows that run past an image's edge meet zeros in ``dy``.
+    """
     import tensorflow as tf
 
     ci, co = x.shape[-1], dy.shape[-1]
-    h, w = tf.shape(x)[1], tf.shape(x)[2]
     ph, pw = (kh - 1) // 2, (kw - 1) // 2
     xp = tf.pad(x, [[0, 0], [ph, kh - 1 - ph], [pw, kw - 1 - pw], [0, 0]])
-    d = tf.reshape(dy, [-1, co])
+    dyp = tf.pad(dy, [[0, 0], [0, kh - 1], [0, kw - 1], [0, 0]])
+    shape = tf.shape(xp)
+    padded_width = shape[2]
+    rows = shape[0] * shape[1] * padded_width - (kh - 1) * padded_width - (kw - 1)
+    xf = tf.reshape(xp, [-1, ci])
+    d = tf.slice(tf.reshape(dyp, [-1, co]), [0, 0], [rows, co])
     taps = [
-        tf.matmul(tf.reshape(xp[:, i : i + h, j : j + w, :], [-1, ci]), d, transpose_a=True)
+        tf.matmul(tf.slice(xf, [i * padded_width + j, 0], [rows, ci]), d, transpose_a=True)
         for i in range(kh)
         for j in range(kw)
     ]

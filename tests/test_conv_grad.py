@@ -35,6 +35,23 @@ def test_gradients_equal_tensorflows(channels, k):
     assert float(tf.reduce_max(tf.abs(ref_dw))) > 1.0  # not trivially equal
 
 
+def test_gradients_equal_tensorflows_for_shapes_known_only_at_run_time():
+    rng = np.random.default_rng(7)
+    w = tf.constant(rng.normal(size=(3, 3, 32, 48)) * 0.2, tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 32], tf.float32)])
+    def weight_grads(x):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(w)
+            ref = tf.reduce_sum(tf.nn.conv2d(x, w, 1, "SAME") ** 2)
+            fast = tf.reduce_sum(conv_grad.conv2d_same(x, w) ** 2)
+        return tape.gradient(ref, w), tape.gradient(fast, w)
+
+    for shape in [(3, 9, 14, 32), (1, 16, 16, 32)]:  # one traced function, several batch and image sizes
+        ref, fast = weight_grads(tf.constant(rng.normal(size=shape), tf.float32))
+        np.testing.assert_allclose(fast.numpy(), ref.numpy(), rtol=1e-4, atol=1e-2)
+
+
 def test_patched_unet_trains_to_the_same_weights_and_saves_plain_conv2d(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((2, 32, 32, 1)).astype(np.float32)
