@@ -88,6 +88,8 @@ def test_quick_bench_fast_path_ran_with_onednn_and_fast_gradients(quick_result):
     assert r["train_onednn"] is True
     assert r["train_settings"]["onednn"] is True
     assert r["train_conv_gradient_layers"] == 18
+    # the fast time to quality trained in a process with oneDNN on, as the command line does
+    assert r["time_to_quality_onednn"] is True
     assert isinstance(r["baseline_onednn"], bool)
     for key in ("train_onednn_only_img_s", "infer_predict_onednn_img_s", "peak_rss_mb_fast_path_process"):
         assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, key
