@@ -19,6 +19,7 @@ gradients.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["MIN_MATMUL_CHANNELS", "conv2d_same", "eligible", "use_fast_conv_gradients"]
@@ -56,8 +57,18 @@ def _filter_grad_matmul(x: Any, dy: Any, kh: int, kw: int) -> Any:
     return tf.reshape(tf.stack(taps), [kh, kw, ci, co])
 
 
-def conv2d_same(x: Any, kernel: Any, min_matmul_channels: int = MIN_MATMUL_CHANNELS) -> Any:
-    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` (NHWC, odd square kernel) with the faster gradients."""
+def conv2d_same(
+    x: Any,
+    kernel: Any,
+    min_matmul_channels: int = MIN_MATMUL_CHANNELS,
+    filter_grad: Callable[[Any, Any, int, int], Any] | None = None,
+) -> Any:
+    """``tf.nn.conv2d(x, kernel, 1, "SAME")`` (NHWC, odd square kernel) with the faster gradients.
+
+    ``filter_grad(x, dy, kh, kw)`` replaces the matrix-product weight gradient of the layers with
+    in x out channels >= ``min_matmul_channels`` (for experiments that compare variants).
+    """
+    filter_grad = filter_grad or _filter_grad_matmul
     import tensorflow as tf
 
     @tf.custom_gradient
@@ -69,7 +80,7 @@ def conv2d_same(x: Any, kernel: Any, min_matmul_channels: int = MIN_MATMUL_CHANN
             flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
             dx = tf.nn.conv2d(dy, flipped, 1, "SAME")
             if ci * co >= min_matmul_channels:
-                dk = _filter_grad_matmul(x, dy, kh, kw)
+                dk = filter_grad(x, dy, kh, kw)
             else:
                 dk = tf.raw_ops.Conv2DBackpropFilter(
                     input=x,

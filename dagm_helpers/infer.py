@@ -675,17 +675,42 @@ def evaluate(
     return result
 
 
+#: model -> {batch_size: (weights fingerprint, fast predictor or None)}: a fast runtime converts the
+#: model (seconds), so repeated ``predict_proba(..., fast=True)`` calls reuse it while the weights stay
+_FAST_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_fingerprint(model: Any) -> int:
+    """A CRC-32 of the model's weight values: a converted copy of the model is stale once it changes."""
+    import zlib
+
+    crc = 0
+    for w in model.get_weights():
+        crc = zlib.crc32(np.ascontiguousarray(w).view(np.uint8), crc)
+    return crc
+
+
 def _fast_or_plain(model: Any, batch_size: int) -> Any:
-    """The fast predictor for ``model`` when ncnn or OpenVINO is installed, else None."""
+    """The fast predictor for ``model`` when ncnn or OpenVINO is installed, else None.
+
+    Cached per model and batch size, and converted again when the model's weights have changed
+    (training went on, or ``set_weights``) since the last conversion.
+    """
     from .fast import fast_predictor, ncnn_available, openvino_available
 
     if not (ncnn_available() or openvino_available()) or required_multiple(model) != 16:
         return None
+    fingerprint = _weights_fingerprint(model)
+    cached = _FAST_PREDICTORS.setdefault(model, {})
+    if batch_size in cached and cached[batch_size][0] == fingerprint:
+        return cached[batch_size][1]
     try:
-        return fast_predictor(model, backend="auto", batch_size=batch_size)
+        predictor = fast_predictor(model, backend="auto", batch_size=batch_size)
     except Exception as exc:  # a conversion problem must not cost the evaluation: fall back
         warnings.warn(f"fast inference unavailable ({exc}); using TensorFlow", RuntimeWarning, stacklevel=3)
-        return None
+        predictor = None
+    cached[batch_size] = (fingerprint, predictor)
+    return predictor
 
 
 def evaluate_cli(args: Any) -> dict[str, Any]:

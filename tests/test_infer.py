@@ -411,3 +411,31 @@ def test_predict_proba_fast_gives_the_same_probabilities_tiled_or_not():
     for a, b in zip(slow, quick, strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+def test_fast_predictor_is_reused_until_the_weights_change(monkeypatch):
+    from dagm_helpers import fast
+
+    if not (fast.ncnn_available() or fast.openvino_available()):
+        pytest.skip("neither ncnn nor openvino installed: fast=True runs TensorFlow")
+    conversions = []
+    real = fast.fast_predictor
+
+    def counting(model, **kwargs):
+        conversions.append(kwargs)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(fast, "fast_predictor", counting)
+    keras.utils.set_random_seed(3)
+    model = small_unet(filters=4)
+    image = np.random.default_rng(3).integers(0, 256, (48, 48)).astype(np.uint8)
+    first = infer.predict_proba(model, image, fast=True)
+    again = infer.predict_proba(model, image, fast=True)
+    assert len(conversions) == 1  # the second call reused the converted model
+    np.testing.assert_array_equal(first, again)
+
+    model.set_weights([w * 0.5 for w in model.get_weights()])  # a converted copy is now stale
+    changed = infer.predict_proba(model, image, fast=True)
+    assert len(conversions) == 2
+    np.testing.assert_allclose(changed, infer.predict_proba(model, image), atol=1e-4)
+    assert not np.allclose(changed, first, atol=1e-4)
