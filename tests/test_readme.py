@@ -59,3 +59,25 @@ def test_every_command_the_docs_show_exists():
         shown.update(re.findall(r"python -m dagm_helpers ([a-z][a-z-]*)", text))
     assert {"train", "evaluate", "predict", "bench", "export-ncnn", "series"} <= shown
     assert shown <= set(sub.choices), shown - set(sub.choices)
+
+
+def test_readme_performance_table_matches_the_latest_full_bench_json():
+    """The README's speed-ups are the newest full run's (docs/bench/full_*_s<session>.json), not stale."""
+    import json
+    import re
+
+    runs = sorted(
+        (int(m.group(1)), path)
+        for path in (ROOT / "docs" / "bench").glob("full_*_s*.json")
+        if (m := re.search(r"_s(\d+)\.json$", path.name))
+    )
+    assert runs, "no session-numbered full bench JSON in docs/bench"
+    latest = json.loads(runs[-1][1].read_text())
+    assert latest["quick"] is False
+    readme = (ROOT / "README.md").read_text()
+    for key in ("train_speedup", "infer_speedup"):
+        assert f"**{latest[key]:.2f}**" in readme, (
+            f"README does not show {key} {latest[key]:.2f} of {runs[-1][1].name}"
+        )
+    assert f"{latest['train_img_s']:.3f}" in readme and f"{latest['baseline_train_img_s']:.3f}" in readme
+    assert runs[-1][1].name in (ROOT / "docs" / "performance.md").read_text()

@@ -80,7 +80,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30, help="images per timed fit call")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-norm", action="store_true", help="the cpu profile's network")
+    parser.add_argument(
+        "--also-min-channels",
+        type=int,
+        default=None,
+        help="add a 'views<N>' variant: matrix products from in x out channels >= N (default 1024)",
+    )
     args = parser.parse_args()
+    variants = dict(VARIANTS)
+    if args.also_min_channels is not None:
+        n = args.also_min_channels
+        variants[f"views{n}"] = lambda model: conv_grad.use_fast_conv_gradients(model, min_matmul_channels=n)
     if not onednn_enabled():
         raise SystemExit("oneDNN is off in this process: this comparison is about oneDNN's kernels")
 
@@ -91,7 +101,7 @@ def main() -> None:
         tf.data.Dataset.from_tensor_slices((x, y)).shuffle(args.images, seed=0).batch(args.batch).prefetch(2)
     )
     models = {}
-    for name, patch in VARIANTS.items():
+    for name, patch in variants.items():
         keras.utils.set_random_seed(0)
         model = small_unet(batch_norm=args.batch_norm)
         print(f"{name}: {patch(model)} layers patched", flush=True)
@@ -102,9 +112,9 @@ def main() -> None:
         for name, model in models.items():
             step = _median_step_s(lambda cbs, m=model: m.fit(data, epochs=1, verbose=0, callbacks=cbs), 2)
             rates[name].append(args.batch / step)
-            print(f"round {r}  {name:7s} {rates[name][-1]:.3f} img/s", flush=True)
+            print(f"round {r}  {name:9s} {rates[name][-1]:.3f} img/s", flush=True)
     for name, values in rates.items():
-        print(f"{name:7s} " + " ".join(f"{v:.3f}" for v in values))
+        print(f"{name:9s} " + " ".join(f"{v:.3f}" for v in values))
 
 
 if __name__ == "__main__":
