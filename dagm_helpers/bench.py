@@ -59,6 +59,7 @@ __all__ = [
     "fast_path_throughput",
     "fast_time_to_quality",
     "peak_gflop_s",
+    "peak_rss_mb",
     "reference_copy",
     "run_benchmark",
     "time_it",
@@ -97,6 +98,24 @@ def baseline_budget_s(fast_ttq_s: float, elapsed_s: float, cap_s: float | None =
     else:
         floor = min(BASELINE_BUDGET_MIN_S, cap_s)
     return max(floor, min(cap_s, BASELINE_BUDGET_FACTOR * fast_ttq_s))
+
+
+def peak_rss_mb() -> float:
+    """This process's memory high-water mark in MB.
+
+    Linux: ``VmHWM`` from ``/proc/self/status``, the peak of the process's own memory since it
+    started its program. ``getrusage``'s ``ru_maxrss`` is not that in a child process: Linux
+    carries the parent's resident size at the fork into it, so a bench child would report at least
+    the parent's size. Elsewhere ``ru_maxrss`` (kilobytes; bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
 def device_name() -> str:
@@ -334,7 +353,7 @@ def fast_path_throughput(
         repeats + 1,
         phase="predict",
     )
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
@@ -446,7 +465,7 @@ def fast_time_to_quality(work: str, profile_name: str, budget_s: float, override
         "data_root": str(run["data_root"]),
         "classes": list(run["classes"]),
         "onednn": onednn_enabled(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -759,7 +778,7 @@ def run_benchmark(
     finally:
         if work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result["peak_rss_mb"] = peak_rss_mb()
     result["peak_rss_mb_fast_path_process"] = child_rss_mb
     result["bench_seconds"] = time.perf_counter() - t_start
     result["full_run_budget_s"] = None if quick or base_cap is not None else FULL_RUN_BUDGET_S

@@ -236,3 +236,21 @@ def test_median_step_times_predict_batches_too(monkeypatch):
     assert bench._median_step_s(fake_predict, repeats=1, phase="predict") == pytest.approx(2.0)
     with pytest.raises(ValueError, match="phase"):
         bench._median_step_s(fake_predict, repeats=1, phase="evaluate")
+
+
+def test_peak_rss_of_a_child_is_its_own_not_its_parents():
+    """A small child of a big parent reports its own peak (getrusage's ru_maxrss carries the parent's)."""
+    import numpy as np
+
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("VmHWM is Linux's")
+    ballast = np.ones(400 * 1024 * 1024 // 8)  # 400 MB resident in this process
+    assert bench.peak_rss_mb() >= 400
+    child = subprocess.run(
+        [sys.executable, "-c", "from dagm_helpers import bench; print(bench.peak_rss_mb())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(child.stdout.strip()) < 300  # a Python importing numpy, not this process's 400+ MB
+    del ballast
