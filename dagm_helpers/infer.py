@@ -270,7 +270,11 @@ _PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """A cached compiled graph function ``x (B,H,W,1) float32 -> probabilities (B,H,W) float32``."""
+    """A cached compiled graph function ``x (B,H,W,1) float32 -> probabilities (B,H,W) float32``.
+
+    The function reaches the model through a weak reference: a cached value that held the model
+    would keep its own key, and so the model, alive for the whole session.
+    """
     fn = _PREDICT_FNS.get(model)
     if fn is None:
         import keras
@@ -278,13 +282,15 @@ def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
+            model_ref = weakref.ref(model)
+
             @tf.function(
                 input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)],
                 jit_compile=False,
                 reduce_retracing=True,
             )
             def graph(x):
-                return tf.cast(model(x, training=False), tf.float32)
+                return tf.cast(model_ref()(x, training=False), tf.float32)
 
             def fn(x: np.ndarray) -> np.ndarray:
                 return graph(x).numpy()[..., 0]

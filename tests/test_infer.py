@@ -439,3 +439,19 @@ def test_fast_predictor_is_reused_until_the_weights_change(monkeypatch):
     assert len(conversions) == 2
     np.testing.assert_allclose(changed, infer.predict_proba(model, image), atol=1e-4)
     assert not np.allclose(changed, first, atol=1e-4)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_prediction_caches_do_not_keep_a_model_alive(fast_path):
+    """Both caches are keyed weakly by the model: a cached value holding the model would leak it."""
+    import gc
+    import weakref
+
+    model = small_unet(filters=4)
+    alive = weakref.ref(model)
+    for shape in [(32, 32), (48, 32)]:  # two traced shapes
+        infer.predict_proba(model, np.zeros(shape, np.uint8), fast=fast_path)
+    assert model in infer._PREDICT_FNS or model in infer._FAST_PREDICTORS
+    del model
+    gc.collect()
+    assert alive() is None
