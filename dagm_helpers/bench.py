@@ -417,11 +417,17 @@ class _QualityStop:
         return Stop()
 
 
-def _fast_time_to_quality(work: Path, profile_name: str, budget_s: float, overrides: dict) -> dict:
-    """Train with a profile via :func:`dagm_helpers.training.train` until the quality is reached."""
+def fast_time_to_quality(work: str, profile_name: str, budget_s: float, overrides: dict) -> dict:
+    """Train with a profile via :func:`dagm_helpers.training.train` until the quality is reached.
+
+    Meant for a process of its own started with oneDNN on (:func:`_in_child`), as the command line
+    and the notebooks train: JSON in and out. ``model_path`` is the run's best checkpoint, for the
+    bench's inference comparison.
+    """
+    from .fast import onednn_enabled
     from .training import TrainConfig, train
 
-    out = work / f"ttq-{profile_name}"
+    out = Path(work) / f"ttq-{profile_name}"
     config = TrainConfig(
         out=out,
         data="synthetic",
@@ -441,29 +447,10 @@ def _fast_time_to_quality(work: Path, profile_name: str, budget_s: float, overri
         "elapsed_s": float(run.history[-1]["elapsed_s"]) if run.history else 0.0,
         "best_val_dice_defective": float(best),
         "epochs": len(run.history),
-        "model": run.model,
-        "data_root": Path(run.config["data_root"]),
-        "classes": tuple(run.config["profile"]["classes"]),
+        "model_path": str(run.dir / run.metrics["checkpoint"]),
+        "data_root": str(run.config["data_root"]),
+        "classes": list(run.config["profile"]["classes"]),
         "val_fraction": float(run.config["profile"]["val_fraction"]),
-    }
-
-
-def fast_time_to_quality(work: str, profile_name: str, budget_s: float, overrides: dict) -> dict:
-    """:func:`_fast_time_to_quality` for a process of its own (:func:`_in_child`): JSON in and out.
-
-    Run with oneDNN on, as the command line and the notebooks train. The trained model is saved to
-    ``model_path`` for the bench's inference comparison.
-    """
-    from .fast import onednn_enabled
-
-    run = _fast_time_to_quality(Path(work), profile_name, budget_s, overrides)
-    model_path = Path(work) / f"ttq-{profile_name}" / "bench-model.keras"
-    run.pop("model").save(model_path)
-    return {
-        **run,
-        "model_path": str(model_path),
-        "data_root": str(run["data_root"]),
-        "classes": list(run["classes"]),
         "onednn": onednn_enabled(),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -712,9 +699,9 @@ def run_benchmark(
             _fast_path_env(),
             timeout_s=ttq_args["budget_s"] + 600,
         )
-        child_rss_mb = max(child_rss_mb or 0.0, fast_ttq.pop("peak_rss_mb"))
-        fast_ttq["data_root"], fast_ttq["classes"] = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
+        child_rss_mb = max(child_rss_mb or 0.0, fast_ttq["peak_rss_mb"])
         result["time_to_quality_onednn"] = fast_ttq["onednn"]
+        data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
 
         # --- inference: model.predict against the fast predictor on real-looking images
         _log("inference")
@@ -722,8 +709,8 @@ def run_benchmark(
         model = reference_copy(load_model(fast_ttq["model_path"]))
         size = 128 if quick else 512
         n_img = 8 if quick else 16
-        images = _test_images(fast_ttq["data_root"], fast_ttq["classes"], size, n_img)
-        calib = images if quick else _test_images(fast_ttq["data_root"], fast_ttq["classes"], size, 32)
+        images = _test_images(data_root, classes, size, n_img)
+        calib = images if quick else _test_images(data_root, classes, size, 32)
         result.update(
             _infer_compare(
                 model, images, batch=8, repeats=1 if quick else 3, calibration=calib, candidates=not quick
@@ -744,8 +731,8 @@ def run_benchmark(
             base_budget = baseline_budget_s(ref, time.perf_counter() - t_start, base_cap)
         _log(f"time to quality: tutorial recipe (budget {base_budget:.0f}s)")
         base_ttq = _tutorial_time_to_quality(
-            fast_ttq["data_root"],
-            fast_ttq["classes"],
+            data_root,
+            classes,
             ttq_size,
             base_budget,
             check_every,

@@ -388,7 +388,7 @@ def training_settings(device: str | None = None) -> dict:
     model; None: TensorFlow's own gradients).
 
     On a CPU at 512x512 (``docs/performance.md``): oneDNN gives about 1.3x, the matrix-multiply
-    filter gradients about 1.15x more; XLA is left off because it bypasses oneDNN's kernels.
+    filter gradients about 1.2x more; XLA is left off because it bypasses oneDNN's kernels.
     """
     if device is None:
         device = "gpu" if _gpu_present() else "cpu"
