@@ -4,7 +4,7 @@ One run, one machine. :func:`run_benchmark` returns a JSON-friendly dict:
 
 * training throughput, same model, same 512x512 images, batch 10 (same work per image):
   the tutorial's way (``model.fit`` on in-memory float32 numpy arrays, Adam 1e-4, Dice
-  loss) in this process, with TensorFlow as its default setup leaves it, against the
+  loss) in a process of its own with TensorFlow in its default setup, against the
   project's fast path (:func:`dagm_helpers.fast.training_settings`), measured in a second
   process that turned oneDNN on before importing TensorFlow (:func:`fast_path_throughput`);
 * inference throughput at 512x512, batch 8: ``model.predict`` against
@@ -14,8 +14,12 @@ One run, one machine. :func:`run_benchmark` returns a JSON-friendly dict:
 * time to quality: wall-clock seconds until the validation Dice on defective images
   reaches 0.80 on the built-in data, for the CPU profile (trained by
   :func:`dagm_helpers.training.train` as the command line does, in a process with oneDNN on:
-  :func:`fast_time_to_quality`) and for the tutorial's recipe in this process (it stops at
-  a budget; the ratio is then a lower bound).
+  :func:`fast_time_to_quality`) and for the tutorial's recipe (it stops at a budget; the
+  ratio is then a lower bound).
+
+Every measurement runs in a child process (:func:`_in_child`): the tutorial's side in
+TensorFlow's default setup (:func:`tutorial_measurements`), the fast path's with oneDNN on,
+whatever the calling process set up.
 
 Every timing is warmed up first and taken as the median of several
 ``time.perf_counter`` repeats. ``quick=True`` shrinks every size and budget so the run
@@ -63,12 +67,16 @@ __all__ = [
     "reference_copy",
     "run_benchmark",
     "time_it",
+    "tutorial_measurements",
     "versions",
 ]
 
 
+LOG_PREFIX = "[bench] "
+
+
 def _log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+    print(f"{LOG_PREFIX}{msg}", file=sys.stderr, flush=True)
 
 
 def time_it(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
@@ -279,8 +287,8 @@ def _tutorial_fit_step_s(size: int, batch: int, n: int, repeats: int) -> float:
 
 
 def _baseline_train_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
-    """Images/s of the tutorial's ``fit`` on numpy arrays, in this process (TensorFlow as the user's
-    environment sets it up: the tutorial's own code does nothing to it)."""
+    """Images/s of the tutorial's ``fit`` on numpy arrays, in this process (run in TensorFlow's
+    default setup, :func:`tutorial_measurements`: the tutorial's own code does nothing to it)."""
     from .fast import onednn_enabled
 
     return {
@@ -364,9 +372,13 @@ def _in_child(function: str, kwargs: dict, env: dict[str, str], timeout_s: float
     """Run ``bench.<function>(**kwargs)`` in a fresh Python process with ``env``; return its result.
 
     Settings that TensorFlow reads once at import (oneDNN) can only differ between processes.
+    The child's progress lines (``[bench] ...``) are passed on to this process's stderr as they
+    come; the rest of its stderr is kept for the error message if it fails.
     """
     import json
     import subprocess
+    import threading
+    from collections import deque
 
     code = (
         "import json, sys\n"
@@ -374,20 +386,43 @@ def _in_child(function: str, kwargs: dict, env: dict[str, str], timeout_s: float
         f"out = bench.{function}(**json.loads(sys.argv[1]))\n"
         f"print({CHILD_MARKER!r} + json.dumps(out), flush=True)\n"
     )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(kwargs)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout: list[str] = []
+    tail: deque[str] = deque(maxlen=15)
+
+    def collect() -> None:
+        stdout.extend(proc.stdout)  # type: ignore[arg-type]
+
+    def relay() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if line.startswith(LOG_PREFIX):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            else:
+                tail.append(line.rstrip("\n"))
+
+    readers = [threading.Thread(target=collect, daemon=True), threading.Thread(target=relay, daemon=True)]
+    for reader in readers:
+        reader.start()
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code, json.dumps(kwargs)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
         raise RuntimeError(f"bench: {function} did not finish within {timeout_s:.0f} s") from exc
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(CHILD_MARKER)]
+    finally:
+        for reader in readers:
+            reader.join(timeout=10)
+    lines = [line for line in stdout if line.startswith(CHILD_MARKER)]
     if proc.returncode != 0 or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"bench: {function} failed in its own process (exit {proc.returncode}):\n{tail}")
+        text = "\n".join(tail)
+        raise RuntimeError(f"bench: {function} failed in its own process (exit {proc.returncode}):\n{text}")
     return json.loads(lines[-1][len(CHILD_MARKER) :])
 
 
@@ -396,6 +431,16 @@ def _fast_path_env() -> dict[str, str]:
     from .fast import ONEDNN_ENV
 
     return dict(os.environ, **{ONEDNN_ENV: "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def _tutorial_env() -> dict[str, str]:
+    """This process's environment without the oneDNN switch: TensorFlow's default setup, as the
+    tutorial's own code runs it (the command line and the notebooks set the switch)."""
+    from .fast import ONEDNN_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN_ENV}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
 
 
 # ----------------------------------------------------------------------------- time to quality
@@ -633,12 +678,80 @@ def _gpu_extra(size: int, batch: int, repeats: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- the benchmark
+def tutorial_measurements(
+    quick: bool,
+    shape: dict,
+    fast_ttq: dict,
+    started_at: float,
+    base_cap: float | None,
+) -> dict:
+    """Everything measured the tutorial's way, for a process of its own in TensorFlow's default
+    setup (:func:`_tutorial_env`): the machine probe, the baseline training throughput, the
+    inference comparison on the fast run's trained network, and the tutorial recipe's time to
+    quality with the time that is left (``started_at``: the benchmark's start, ``time.time()``).
+    JSON in and out.
+    """
+    import tensorflow as tf
+
+    from .fast import openvino_available
+    from .infer import load_model
+    from .model import gflops, small_unet
+
+    result: dict[str, Any] = {"device": device_name(), "openvino_available": openvino_available()}
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    _log("matrix-multiply probe")
+    result["peak_gflop_s"] = peak_gflop_s(2048, repeats=4 if quick else 10)
+    result["gflop_per_image"] = float(gflops(small_unet(), 512))
+
+    _log("training throughput: the tutorial's fit")
+    result.update(_baseline_train_throughput(**shape))
+
+    _log("inference")
+    data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
+    # the trained network (with batch norm in the cpu profile), compiled the tutorial's way
+    model = reference_copy(load_model(fast_ttq["model_path"]))
+    size = 128 if quick else 512
+    n_img = 8 if quick else 16
+    images = _test_images(data_root, classes, size, n_img)
+    calib = images if quick else _test_images(data_root, classes, size, 32)
+    result.update(
+        _infer_compare(
+            model, images, batch=8, repeats=1 if quick else 3, calibration=calib, candidates=not quick
+        )
+    )
+
+    if quick:
+        ttq_size, base_budget, check_every = 64, 5.0, 2
+    else:
+        ttq_size, check_every = 512, 10
+        ref = fast_ttq["seconds"] or fast_ttq["elapsed_s"]
+        base_budget = baseline_budget_s(ref, time.time() - started_at, base_cap)
+    _log(f"time to quality: tutorial recipe (budget {base_budget:.0f}s)")
+    base_ttq = _tutorial_time_to_quality(
+        data_root, classes, ttq_size, base_budget, check_every, fast_ttq["val_fraction"]
+    )
+    result["baseline_time_to_quality"] = dict(base_ttq, budget_s=base_budget)
+
+    if on_gpu:
+        _log("GPU: mixed precision at 512x512, batch 16")
+        result.update(_gpu_extra(128 if quick else 512, 16, 1 if quick else 3))
+    else:
+        result["gpu_note"] = "no GPU visible to TensorFlow: the gpu profile path was not measured"
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
 def run_benchmark(
     quick: bool = False,
     work_dir: str | os.PathLike[str] | None = None,
     baseline_minutes: float | None = None,
 ) -> dict:
     """Measure everything in the module docstring; ``quick`` for rough numbers in about a minute.
+
+    This process only orchestrates: every measurement runs in a process of its own, the fast
+    path's with oneDNN switched on (:func:`_fast_path_env`) and the tutorial's in TensorFlow's
+    default setup (:func:`_tutorial_env`), so the numbers do not depend on how the caller's
+    process was set up (the command line and the notebooks turn oneDNN on).
 
     The full run is planned to end within :data:`FULL_RUN_BUDGET_S` (30 minutes): the tutorial
     recipe's time-to-quality run comes last and gets the time that is left
@@ -650,31 +763,16 @@ def run_benchmark(
 
         raise ConfigError(f"--baseline-minutes must be a positive number, got {baseline_minutes}")
     base_cap = None if baseline_minutes is None else baseline_minutes * 60.0
-    t_start = time.perf_counter()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    from .fast import openvino_available
-    from .infer import load_model
-    from .model import gflops, small_unet
-
+    t_start, started_at = time.perf_counter(), time.time()
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="dagm-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
-    result: dict[str, Any] = {"quick": bool(quick), "device": device_name(), "versions": versions()}
-    child_rss_mb: float | None = None
+    result: dict[str, Any] = {"quick": bool(quick), "versions": versions()}
+    peaks: dict[str, float] = {}
     try:
-        # --- the machine
-        _log("matrix-multiply probe")
-        result["peak_gflop_s"] = peak_gflop_s(2048, repeats=4 if quick else 10)
-        result["gflop_per_image"] = float(gflops(small_unet(), 512))
-
-        # --- training throughput (same model, same work per image)
-        _log("training throughput")
+        # --- training throughput (same model, same work per image), the fast path
         shape = (
             dict(size=128, batch=10, n=20, repeats=1) if quick else dict(size=512, batch=10, n=20, repeats=2)
         )
-        result.update(_baseline_train_throughput(**shape))
         _log("training throughput: fast path (own process, oneDNN on)")
         fast_tp = _in_child(
             "fast_path_throughput",
@@ -682,9 +780,8 @@ def run_benchmark(
             _fast_path_env(),
             timeout_s=600 if quick else 1200,
         )
-        child_rss_mb = fast_tp.pop("peak_rss_mb")
+        peaks["fast_path_throughput"] = fast_tp.pop("peak_rss_mb")
         result.update(fast_tp)
-        result["train_speedup"] = result["train_img_s"] / result["baseline_train_img_s"]
 
         # --- time to quality, fast path (also gives the trained model the inference comparison needs)
         _log("time to quality: fast profile (own process, oneDNN on)")
@@ -699,74 +796,56 @@ def run_benchmark(
             _fast_path_env(),
             timeout_s=ttq_args["budget_s"] + 600,
         )
-        child_rss_mb = max(child_rss_mb or 0.0, fast_ttq["peak_rss_mb"])
+        peaks["fast_time_to_quality"] = fast_ttq["peak_rss_mb"]
         result["time_to_quality_onednn"] = fast_ttq["onednn"]
-        data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
 
-        # --- inference: model.predict against the fast predictor on real-looking images
-        _log("inference")
-        # the trained network (with batch norm in the cpu profile), compiled the tutorial's way
-        model = reference_copy(load_model(fast_ttq["model_path"]))
-        size = 128 if quick else 512
-        n_img = 8 if quick else 16
-        images = _test_images(data_root, classes, size, n_img)
-        calib = images if quick else _test_images(data_root, classes, size, 32)
-        result.update(
-            _infer_compare(
-                model, images, batch=8, repeats=1 if quick else 3, calibration=calib, candidates=not quick
-            )
+        # --- the tutorial's way: baseline training, inference, the recipe's time to quality
+        _log("the tutorial's way (own process, TensorFlow's default setup)")
+        planned = FULL_RUN_BUDGET_S if base_cap is None else base_cap + FAST_TTQ_BUDGET_S
+        tutorial = _in_child(
+            "tutorial_measurements",
+            dict(quick=quick, shape=shape, fast_ttq=fast_ttq, started_at=started_at, base_cap=base_cap),
+            _tutorial_env(),
+            timeout_s=600 if quick else planned + 1800,
         )
-        result["infer_speedup"] = result["infer_img_s"] / result["baseline_infer_img_s"]
-        # the model's cost at the inference size, so the fraction of peak is right in quick mode too
-        gflop_infer = result["gflop_per_image"] * (size / 512) ** 2
-        result["infer_fraction_of_peak"] = result["infer_img_s"] * gflop_infer / result["peak_gflop_s"]
-        result["openvino_available"] = openvino_available()
-
-        # --- time to quality, the tutorial's recipe: last, with the time that is left
-        if quick:
-            ttq_size, base_budget, check_every = 64, 5.0, 2
-        else:
-            ttq_size, check_every = 512, 10
-            ref = fast_ttq["seconds"] or fast_ttq["elapsed_s"]
-            base_budget = baseline_budget_s(ref, time.perf_counter() - t_start, base_cap)
-        _log(f"time to quality: tutorial recipe (budget {base_budget:.0f}s)")
-        base_ttq = _tutorial_time_to_quality(
-            data_root,
-            classes,
-            ttq_size,
-            base_budget,
-            check_every,
-            fast_ttq["val_fraction"],
-        )
-        fast_s, base_s = fast_ttq["seconds"], base_ttq["seconds"]
-        result["time_to_quality_target_dice"] = QUALITY_DICE
-        result["time_to_quality_profile"] = "smoke" if quick else "cpu"
-        result["time_to_quality_reached"] = fast_s is not None
-        result["time_to_quality_s"] = fast_s if fast_s is not None else fast_ttq["elapsed_s"]
-        result["time_to_quality_best_dice"] = fast_ttq["best_val_dice_defective"]
-        result["baseline_time_to_quality_reached"] = base_s is not None
-        result["baseline_time_to_quality_s"] = base_s if base_s is not None else base_ttq["elapsed_s"]
-        result["baseline_time_to_quality_budget_s"] = base_budget
-        result["baseline_time_to_quality_best_dice"] = base_ttq["best_val_dice_defective"]
-        result["baseline_time_to_quality_steps"] = base_ttq["steps"]
-        result["baseline_time_to_quality_val_images"] = base_ttq["val_images"]
-        result["time_to_quality_speedup"] = result["baseline_time_to_quality_s"] / max(
-            result["time_to_quality_s"], 1e-9
-        )
-        # a lower bound when the baseline never got there; no claim at all when the fast path did not either
-        result["time_to_quality_speedup_is_lower_bound"] = base_s is None and fast_s is not None
-        result["time_to_quality_speedup_valid"] = fast_s is not None
-
-        if on_gpu:
-            _log("GPU: mixed precision at 512x512, batch 16")
-            result.update(_gpu_extra(128 if quick else 512, 16, 1 if quick else 3))
-        else:
-            result["gpu_note"] = "no GPU visible to TensorFlow: the gpu profile path was not measured"
+        peaks["tutorial_measurements"] = tutorial.pop("peak_rss_mb")
+        base_ttq = tutorial.pop("baseline_time_to_quality")
+        result.update(tutorial)
     finally:
         if work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    result["peak_rss_mb"] = peak_rss_mb()
-    result["peak_rss_mb_fast_path_process"] = child_rss_mb
+
+    result["train_speedup"] = result["train_img_s"] / result["baseline_train_img_s"]
+    result["infer_speedup"] = result["infer_img_s"] / result["baseline_infer_img_s"]
+    # the model's cost at the inference size, so the fraction of peak is right in quick mode too
+    gflop_infer = result["gflop_per_image"] * (result["infer_image_size"] / 512) ** 2
+    result["infer_fraction_of_peak"] = result["infer_img_s"] * gflop_infer / result["peak_gflop_s"]
+    fast_s, base_s = fast_ttq["seconds"], base_ttq["seconds"]
+    result["time_to_quality_target_dice"] = QUALITY_DICE
+    result["time_to_quality_profile"] = "smoke" if quick else "cpu"
+    result["time_to_quality_reached"] = fast_s is not None
+    result["time_to_quality_s"] = fast_s if fast_s is not None else fast_ttq["elapsed_s"]
+    result["time_to_quality_best_dice"] = fast_ttq["best_val_dice_defective"]
+    result["baseline_time_to_quality_reached"] = base_s is not None
+    result["baseline_time_to_quality_s"] = base_s if base_s is not None else base_ttq["elapsed_s"]
+    result["baseline_time_to_quality_budget_s"] = base_ttq["budget_s"]
+    result["baseline_time_to_quality_best_dice"] = base_ttq["best_val_dice_defective"]
+    result["baseline_time_to_quality_steps"] = base_ttq["steps"]
+    result["baseline_time_to_quality_val_images"] = base_ttq["val_images"]
+    result["time_to_quality_speedup"] = result["baseline_time_to_quality_s"] / max(
+        result["time_to_quality_s"], 1e-9
+    )
+    # a lower bound when the baseline never got there; no claim at all when the fast path did not either
+    result["time_to_quality_speedup_is_lower_bound"] = base_s is None and fast_s is not None
+    result["time_to_quality_speedup_valid"] = fast_s is not None
+
+    # every process's own peak: the orchestrator's and each measurement's
+    peaks["orchestrator"] = peak_rss_mb()
+    result["peak_rss_mb"] = max(peaks.values())
+    result["peak_rss_mb_fast_path_process"] = max(
+        peaks["fast_path_throughput"], peaks["fast_time_to_quality"]
+    )
+    result["peak_rss_mb_processes"] = peaks
     result["bench_seconds"] = time.perf_counter() - t_start
     result["full_run_budget_s"] = None if quick or base_cap is not None else FULL_RUN_BUDGET_S
     return result

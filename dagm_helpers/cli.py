@@ -295,10 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "bench":  # bench times the tutorial's way in TensorFlow's own default setup
-        from .fast import enable_onednn
+    from .fast import enable_onednn
 
-        enable_onednn()  # before anything imports TensorFlow: ~1.3x on CPUs where it is off by default
+    # before anything imports TensorFlow: ~1.3x on CPUs where it is off by default (bench measures
+    # in processes of its own, the tutorial's way without this switch)
+    enable_onednn()
     try:
         return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:

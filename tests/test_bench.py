@@ -95,6 +95,49 @@ def test_quick_bench_fast_path_ran_with_onednn_and_fast_gradients(quick_result):
         assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, key
 
 
+def test_quick_bench_measured_the_tutorial_way_in_tensorflows_default_setup(quick_result):
+    """The command line turns oneDNN on for itself; the tutorial's side still runs without the switch."""
+    env = bench._tutorial_env()
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import tensorflow; from dagm_helpers.fast import onednn_enabled; print(onednn_enabled())",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert quick_result["baseline_onednn"] is (probe.stdout.strip().splitlines()[-1] == "True")
+    # every measurement ran in a child: the orchestrating process never imported TensorFlow (600+ MB)
+    peaks = quick_result["peak_rss_mb_processes"]
+    assert set(peaks) == {
+        "fast_path_throughput",
+        "fast_time_to_quality",
+        "tutorial_measurements",
+        "orchestrator",
+    }
+    assert peaks["orchestrator"] < 300 < peaks["tutorial_measurements"]
+    assert quick_result["peak_rss_mb"] == max(peaks.values())
+
+
+def test_tutorial_env_drops_the_onednn_switch_and_the_fast_env_sets_it(monkeypatch):
+    from dagm_helpers.fast import ONEDNN_ENV
+
+    monkeypatch.setenv(ONEDNN_ENV, "1")
+    monkeypatch.setenv("DAGM_HOME", "/somewhere")
+    assert ONEDNN_ENV not in bench._tutorial_env()
+    assert bench._tutorial_env()["DAGM_HOME"] == "/somewhere"  # the rest of the environment is kept
+    monkeypatch.setenv(ONEDNN_ENV, "0")
+    assert bench._fast_path_env()[ONEDNN_ENV] == "1"
+
+
+def test_child_progress_lines_reach_the_parent_as_they_come(capfd):
+    assert bench._in_child("_log", {"msg": "step one"}, dict(os.environ), 120) is None
+    assert "[bench] step one" in capfd.readouterr().err
+
+
 def test_child_failure_is_reported_with_its_error():
     env = dict(os.environ)
     assert bench._in_child(
