@@ -305,8 +305,9 @@ def _baseline_train_throughput(size: int, batch: int, n: int, repeats: int) -> d
 def fast_path_throughput(
     size: int, batch: int, n: int, repeats: int, infer_size: int, infer_batch: int
 ) -> dict:
-    """The fast training path's images/s (:func:`dagm_helpers.fast.training_settings`), run in a
-    process where oneDNN was enabled before TensorFlow was imported (:func:`_in_child`).
+    """The fast training path's images/s (:func:`dagm_helpers.fast.training_settings`: every
+    setting honoured, mixed precision and threads included), run in a process where oneDNN was
+    enabled before TensorFlow was imported (:func:`_in_child`).
 
     Also measured there, to split the gain: the tutorial's own ``fit`` with oneDNN on
     (``train_onednn_only_img_s``) and ``model.predict``'s batches with oneDNN on
@@ -316,7 +317,7 @@ def fast_path_throughput(
     import tensorflow as tf
 
     from .conv_grad import use_fast_conv_gradients
-    from .fast import onednn_enabled, training_settings
+    from .fast import configure_threads, onednn_enabled, training_settings
     from .losses import DiceLoss
     from .model import small_unet
 
@@ -324,9 +325,22 @@ def fast_path_throughput(
     result: dict[str, Any] = {"train_settings": settings, "train_onednn": onednn_enabled()}
     if settings["onednn"] and not result["train_onednn"]:
         raise RuntimeError("the fast path needs oneDNN, but TensorFlow started without it")
+    if settings["threads"] is not None:
+        configure_threads(*settings["threads"])
     x, y = _train_arrays(size, n)
     keras.utils.set_random_seed(0)
-    fast = small_unet()
+    # mixed precision (the gpu settings) for the fast model only: the tutorial's models measured
+    # below in this process stay float32
+    policy = keras.mixed_precision.global_policy()
+    if settings["mixed_precision"]:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        fast = small_unet()
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    result["train_compute_dtype"] = next(
+        layer.compute_dtype for layer in fast.layers if isinstance(layer, keras.layers.Conv2D)
+    )
     result["train_conv_gradient_layers"] = (
         use_fast_conv_gradients(fast) if settings["conv_gradients"] == "matmul" else 0
     )

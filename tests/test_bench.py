@@ -88,6 +88,7 @@ def test_quick_bench_fast_path_ran_with_onednn_and_fast_gradients(quick_result):
     assert r["train_onednn"] is True
     assert r["train_settings"]["onednn"] is True
     assert r["train_conv_gradient_layers"] == 18
+    assert r["train_compute_dtype"] == ("float16" if r["train_settings"]["mixed_precision"] else "float32")
     # the fast time to quality trained in a process with oneDNN on, as the command line does
     assert r["time_to_quality_onednn"] is True
     assert isinstance(r["baseline_onednn"], bool)
@@ -297,3 +298,19 @@ def test_peak_rss_of_a_child_is_its_own_not_its_parents():
     )
     assert float(child.stdout.strip()) < 300  # a Python importing numpy, not this process's 400+ MB
     del ballast
+
+
+def test_fast_path_throughput_honours_mixed_precision_for_the_fast_model_only(monkeypatch):
+    """The gpu settings train in mixed precision; the tutorial's models in the same process stay float32."""
+    import keras
+
+    from dagm_helpers import fast
+
+    gpu_like = dict(fast.training_settings("cpu"), onednn=False, mixed_precision=True, conv_gradients=None)
+    monkeypatch.setattr(fast, "training_settings", lambda device=None: gpu_like)
+    before = keras.mixed_precision.global_policy().name
+    out = bench.fast_path_throughput(size=32, batch=2, n=4, repeats=1, infer_size=32, infer_batch=2)
+    assert out["train_compute_dtype"] == "float16"
+    assert out["train_settings"]["mixed_precision"] is True
+    assert keras.mixed_precision.global_policy().name == before == "float32"
+    assert out["train_img_s"] > 0 and out["train_onednn_only_img_s"] > 0
