@@ -60,6 +60,7 @@ __all__ = [
     "QUALITY_DICE",
     "baseline_budget_s",
     "device_name",
+    "fast_inference",
     "fast_path_throughput",
     "fast_time_to_quality",
     "peak_gflop_s",
@@ -581,17 +582,82 @@ def _tutorial_time_to_quality(
 
 
 # ----------------------------------------------------------------------------- inference
-def _infer_compare(
-    model: Any, images: np.ndarray, batch: int, repeats: int, calibration: np.ndarray, candidates: bool
-) -> dict:
-    """``model.predict`` against the fast predictor on the same images: speeds and mask agreement.
+INFER_BATCH = 8
 
-    With ``candidates`` the other runtimes are timed too (``infer_candidates``: name -> images/s and
-    agreement), so the choice in :mod:`dagm_helpers.fast` can be re-checked on any machine.
+
+def _infer_images(fast_ttq: dict, quick: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The inference comparison's images and int8 calibration images (the same in every process)."""
+    data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
+    size = 128 if quick else 512
+    images = _test_images(data_root, classes, size, 8 if quick else 16)
+    calib = images if quick else _test_images(data_root, classes, size, 32)
+    return images, calib
+
+
+def fast_inference(work: str, fast_ttq: dict, quick: bool) -> dict:
+    """The project's inference path on the trained network, for a process of its own with oneDNN
+    on, as the command line predicts: ``fast_predictor(model)`` ("auto": the runtimes timed on
+    the first image, the fastest kept), and with ``not quick`` every runtime on its own
+    (``candidates``). The probabilities go to ``<work>/fast_inference.npz`` for the tutorial's
+    process to score against ``model.predict`` (:func:`_infer_compare`). JSON in and out.
     """
-    from .fast import fast_predictor, ncnn_available, openvino_available
+    from .fast import fast_predictor, ncnn_available, onednn_enabled, openvino_available
+    from .infer import load_model
+
+    model = load_model(fast_ttq["model_path"])
+    images, calibration = _infer_images(fast_ttq, quick)
+    n, repeats = len(images), 1 if quick else 3
+    t0 = time.perf_counter()
+    predictor = fast_predictor(model, backend="auto", batch_size=INFER_BATCH)
+    outputs = {"auto": predictor(images)}  # the first call times the runtimes and compiles
+    prepare_s = time.perf_counter() - t0
+    fast_s = time_it(lambda: predictor(images), repeats=repeats, warmup=1)
+    result: dict[str, Any] = {
+        "infer_img_s": n / fast_s,
+        "infer_timing": "median of whole fast-predictor calls",
+        "infer_backend": predictor.backend,
+        "infer_precision": predictor.precision,
+        "infer_probe_img_s": predictor.probe_img_s,
+        "infer_prepare_s": prepare_s,
+        "infer_onednn": onednn_enabled(),
+        "infer_batch_size": INFER_BATCH,
+        "infer_images": n,
+        "infer_image_size": int(images.shape[1]),
+        "infer_repeats": repeats,
+    }
+    table: dict[str, dict] = {}
+    if not quick:
+        options: list[tuple[str, dict]] = [("tf.function", {"backend": "tf"}), ("xla", {"backend": "xla"})]
+        if ncnn_available():
+            options.append(("ncnn_f32", {"backend": "ncnn"}))
+        if openvino_available():
+            options.append(("openvino_f32", {"backend": "openvino"}))
+            options.append(
+                ("openvino_int8", {"backend": "openvino", "precision": "int8", "calibration": calibration})
+            )
+        for name, kwargs in options:
+            try:
+                p = fast_predictor(model, batch_size=INFER_BATCH, **kwargs)
+                outputs[name] = p(images)
+                seconds = time_it(lambda p=p: p(images), repeats=repeats, warmup=1)
+            except Exception as exc:  # noqa: BLE001 - a failing candidate is reported, not fatal
+                table[name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+                continue
+            table[name] = {"img_s": n / seconds, "backend": p.backend, "precision": p.precision}
+    result["candidates"] = table
+    np.savez(Path(work) / "fast_inference.npz", **outputs)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def _infer_compare(model: Any, images: np.ndarray, repeats: int, fast_outputs: Path, fast: dict) -> dict:
+    """``model.predict`` (the tutorial's way, in this process) on the images the fast path
+    predicted in its own process (:func:`fast_inference`): its speed, and the agreement of the
+    fast path's masks (and of every candidate's) with its masks.
+    """
     from .metrics import dice
 
+    batch = INFER_BATCH
     x = images[..., None].astype(np.float32)
     n = len(images)
     if n % batch:
@@ -605,56 +671,27 @@ def _infer_compare(
     # already compiled by the batch timing above: no warm-up call
     call_s = time_it(lambda: model.predict(x, batch_size=batch, verbose=0), repeats=repeats, warmup=0)
     reference = np.asarray(model.predict(x, batch_size=batch, verbose=0), np.float32)[..., 0]
+    with np.load(fast_outputs) as saved:
+        outputs = {name: saved[name] for name in saved.files}
 
-    t0 = time.perf_counter()
-    predictor = fast_predictor(model, backend="auto", batch_size=batch)
-    fast = predictor(images)  # the first call compiles
-    prepare_s = time.perf_counter() - t0
-    fast_s = time_it(lambda: predictor(images), repeats=repeats, warmup=1)
+    def agreement(out: np.ndarray) -> float:
+        return float(dice(reference >= 0.5, out, threshold=0.5))
+
     result: dict[str, Any] = {
         "baseline_infer_img_s": batch / base_batch_s,
         "baseline_infer_call_img_s": n / call_s,
         "baseline_infer_timing": "median predict batch inside the call, timed by a callback",
-        "infer_img_s": n / fast_s,
-        "infer_timing": "median of whole fast-predictor calls",
-        "infer_agreement": float(dice(reference >= 0.5, fast, threshold=0.5)),
-        "infer_max_abs_diff": float(np.max(np.abs(reference - fast))),
+        "infer_agreement": agreement(outputs["auto"]),
+        "infer_max_abs_diff": float(np.max(np.abs(reference - outputs["auto"]))),
         "infer_reference_positive_fraction": float(np.mean(reference >= 0.5)),
-        "infer_backend": predictor.backend,
-        "infer_precision": predictor.precision,
-        "infer_prepare_s": prepare_s,
-        "infer_batch_size": batch,
-        "infer_images": n,
-        "infer_image_size": int(images.shape[1]),
-        "infer_repeats": repeats,
     }
-    if candidates:
+    if fast["candidates"]:
         table: dict[str, dict] = {
             "model.predict": {"img_s": batch / base_batch_s, "agreement": 1.0},
             "model.predict (whole calls)": {"img_s": n / call_s, "agreement": 1.0},
         }
-        options: list[tuple[str, dict]] = [("tf.function", {"backend": "tf"}), ("xla", {"backend": "xla"})]
-        if ncnn_available():
-            options.append(("ncnn_f32", {"backend": "ncnn"}))
-        if openvino_available():
-            options.append(("openvino_f32", {"backend": "openvino"}))
-            options.append(
-                ("openvino_int8", {"backend": "openvino", "precision": "int8", "calibration": calibration})
-            )
-        for name, kwargs in options:
-            try:
-                p = fast_predictor(model, batch_size=batch, **kwargs)
-                out = p(images)
-                seconds = time_it(lambda p=p: p(images), repeats=repeats, warmup=1)
-            except Exception as exc:  # noqa: BLE001 - a failing candidate is reported, not fatal
-                table[name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
-                continue
-            table[name] = {
-                "img_s": n / seconds,
-                "agreement": float(dice(reference >= 0.5, out, threshold=0.5)),
-                "backend": p.backend,
-                "precision": p.precision,
-            }
+        for name, row in fast["candidates"].items():
+            table[name] = dict(row, agreement=agreement(outputs[name])) if name in outputs else row
         result["infer_candidates"] = table
     return result
 
@@ -696,6 +733,8 @@ def tutorial_measurements(
     quick: bool,
     shape: dict,
     fast_ttq: dict,
+    fast_infer: dict,
+    fast_outputs: str,
     started_at: float,
     base_cap: float | None,
 ) -> dict:
@@ -720,19 +759,12 @@ def tutorial_measurements(
     _log("training throughput: the tutorial's fit")
     result.update(_baseline_train_throughput(**shape))
 
-    _log("inference")
-    data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
+    _log("inference: model.predict, and the fast path's agreement with it")
     # the trained network (with batch norm in the cpu profile), compiled the tutorial's way
     model = reference_copy(load_model(fast_ttq["model_path"]))
-    size = 128 if quick else 512
-    n_img = 8 if quick else 16
-    images = _test_images(data_root, classes, size, n_img)
-    calib = images if quick else _test_images(data_root, classes, size, 32)
-    result.update(
-        _infer_compare(
-            model, images, batch=8, repeats=1 if quick else 3, calibration=calib, candidates=not quick
-        )
-    )
+    images, _ = _infer_images(fast_ttq, quick)
+    result.update(_infer_compare(model, images, 1 if quick else 3, Path(fast_outputs), fast_infer))
+    data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
 
     if quick:
         ttq_size, base_budget, check_every = 64, 5.0, 2
@@ -813,12 +845,31 @@ def run_benchmark(
         peaks["fast_time_to_quality"] = fast_ttq["peak_rss_mb"]
         result["time_to_quality_onednn"] = fast_ttq["onednn"]
 
+        # --- inference, the project's way (the trained network from the run above)
+        _log("inference: fast path (own process, oneDNN on)")
+        fast_infer = _in_child(
+            "fast_inference",
+            dict(work=str(work), fast_ttq=fast_ttq, quick=quick),
+            _fast_path_env(),
+            timeout_s=600 if quick else 1200,
+        )
+        peaks["fast_inference"] = fast_infer.pop("peak_rss_mb")
+        result.update({k: v for k, v in fast_infer.items() if k != "candidates"})
+
         # --- the tutorial's way: baseline training, inference, the recipe's time to quality
         _log("the tutorial's way (own process, TensorFlow's default setup)")
         planned = FULL_RUN_BUDGET_S if base_cap is None else base_cap + FAST_TTQ_BUDGET_S
         tutorial = _in_child(
             "tutorial_measurements",
-            dict(quick=quick, shape=shape, fast_ttq=fast_ttq, started_at=started_at, base_cap=base_cap),
+            dict(
+                quick=quick,
+                shape=shape,
+                fast_ttq=fast_ttq,
+                fast_infer=fast_infer,
+                fast_outputs=str(work / "fast_inference.npz"),
+                started_at=started_at,
+                base_cap=base_cap,
+            ),
             _tutorial_env(),
             timeout_s=600 if quick else planned + 1800,
         )
@@ -857,7 +908,7 @@ def run_benchmark(
     peaks["orchestrator"] = peak_rss_mb()
     result["peak_rss_mb"] = max(peaks.values())
     result["peak_rss_mb_fast_path_process"] = max(
-        peaks["fast_path_throughput"], peaks["fast_time_to_quality"]
+        peaks["fast_path_throughput"], peaks["fast_time_to_quality"], peaks["fast_inference"]
     )
     result["peak_rss_mb_processes"] = peaks
     result["bench_seconds"] = time.perf_counter() - t_start

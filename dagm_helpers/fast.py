@@ -21,8 +21,12 @@ through the fastest runtime available:
 ``"tf"``
     a plain graph-mode ``tf.function``: always available, the fallback.
 ``"auto"``
-    on a CPU the first of ``"ncnn"``, ``"openvino"``, ``"tf"`` that is installed
-    (``pip install dagm-helpers[fast]``) and can run the model (int8: ``"openvino"``);
+    on a CPU, measured: ``"ncnn"``, ``"openvino"`` (each when installed, ``pip install
+    dagm-helpers[fast]``, and able to run the model) and ``"tf"`` are timed on the first image
+    of the first call (one warm-up, best of :data:`AUTO_PROBE_REPEATS`) and the fastest runs
+    from then on (``Predictor.backend`` says which; ``Predictor.probe_img_s`` holds the
+    timings). Which one wins depends on the CPU: ncnn on a 2-core AVX2 Zen 2 with two
+    hyper-threads, OpenVINO on 2 Zen 3 cores (``docs/performance.md``). int8: ``"openvino"``;
     ``"xla"`` on a GPU. ``python -m dagm_helpers bench`` times every candidate on your machine.
 
 Images of any size are reflection-padded at the bottom/right to a multiple of 16 (the
@@ -56,6 +60,8 @@ ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 DEFAULT_CALIBRATION_IMAGES = 32
 #: side of the square crops calibration images are cut to (statistics, not geometry, matter)
 CALIBRATION_CROP = 256
+#: "auto" on a CPU: timed calls per runtime on the probe image (the best counts), after a warm-up
+AUTO_PROBE_REPEATS = 3
 
 __all__ = [
     "BACKENDS",
@@ -165,8 +171,12 @@ class Predictor:
     batch_size: int
     multiple: int
     threads: int | None
-    _run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    _run: Callable[[np.ndarray], np.ndarray] | None = field(repr=False)
     compiled_shapes: list[tuple[int, int, int]] = field(default_factory=list)
+    #: "auto" before its first call: the runtimes it will time, by name
+    candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict, repr=False)
+    #: "auto" after its first call: images/s of each runtime on the probe image
+    probe_img_s: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, images: Any) -> np.ndarray:
         x, single = _as_batch(images)
@@ -174,6 +184,12 @@ class Predictor:
         out = np.empty((n, h, w), np.float32)
         if n:
             padded = _pad(x, self.multiple)
+            if self.candidates:  # "auto": time every runtime on the first image, keep the fastest
+                probe = np.ascontiguousarray(padded[:1, ..., None])
+                self.backend, self.probe_img_s = _fastest(self.candidates, probe)
+                self._run = self.candidates[self.backend]
+                self.candidates = {}
+            assert self._run is not None
             for k in range(0, n, self.batch_size):
                 chunk = np.ascontiguousarray(padded[k : k + self.batch_size, ..., None])
                 shape = tuple(int(s) for s in chunk.shape[:3])
@@ -191,7 +207,39 @@ class Predictor:
             "batch_size": self.batch_size,
             "threads": self.threads,
             "compiled_shapes": [list(s) for s in self.compiled_shapes],
+            "probe_img_s": dict(self.probe_img_s),
         }
+
+
+def _fastest(
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]], probe: np.ndarray
+) -> tuple[str, dict[str, float]]:
+    """The name of the fastest runner on ``probe`` (one warm-up call, then the best of
+    :data:`AUTO_PROBE_REPEATS`), and every runner's images/s. A runner that fails is skipped
+    with a warning; if all fail, the last error is raised."""
+    import time
+
+    rates: dict[str, float] = {}
+    error: Exception | None = None
+    for name, run in runners.items():
+        try:
+            run(probe)  # compiles or traces for this shape
+            best = float("inf")
+            for _ in range(AUTO_PROBE_REPEATS):
+                t0 = time.perf_counter()
+                run(probe)
+                best = min(best, time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - one runtime failing leaves the others
+            warnings.warn(
+                f"fast predictor: {name} failed on the probe image ({exc})", RuntimeWarning, stacklevel=3
+            )
+            error = exc
+            continue
+        rates[name] = len(probe) / max(best, 1e-9)
+    if not rates:
+        assert error is not None
+        raise error
+    return max(rates, key=rates.__getitem__), rates
 
 
 def _tf_runner(model: Any, jit: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -336,11 +384,17 @@ def fast_predictor(
     if backend == "auto":
         if precision == "f32" and _gpu_present():
             chosen = "xla"
-        elif precision == "f32" and ncnn_available():
-            try:
-                run, chosen = _ncnn_runner(model, threads), "ncnn"
-            except ConfigError:  # a layer the exporter does not know: the next runtime
-                chosen = "openvino"
+        elif precision == "f32" and (ncnn_available() or openvino_available()):
+            candidates = _cpu_candidates(model, threads, multiple)
+            if len(candidates) > 1:
+                return Predictor("auto", "f32", batch_size, multiple, threads, None, candidates=candidates)
+            missing = "" if openvino_available() else " and openvino is not installed"
+            warnings.warn(
+                f"ncnn cannot convert this model{missing}, so the fast predictor runs on plain TensorFlow",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            chosen, run = "tf", candidates["tf"]
         else:
             chosen = "openvino"
     available = {"ncnn": ncnn_available, "openvino": openvino_available}
@@ -373,6 +427,23 @@ def fast_predictor(
         else:
             run = _tf_runner(model, chosen == "xla")
     return Predictor(chosen, precision, batch_size, multiple, threads, run)
+
+
+def _cpu_candidates(
+    model: Any, threads: int | None, multiple: int
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The float32 runtimes "auto" times on a CPU: ncnn and OpenVINO when installed and able to
+    convert the model, and TensorFlow."""
+    out: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if ncnn_available():
+        try:
+            out["ncnn"] = _ncnn_runner(model, threads)
+        except ConfigError:  # a layer the exporter does not know: the other runtimes
+            pass
+    if openvino_available():
+        out["openvino"] = _openvino_runner(model, "f32", threads, None, multiple)
+    out["tf"] = _tf_runner(model, False)
+    return out
 
 
 def training_settings(device: str | None = None) -> dict:

@@ -357,9 +357,14 @@ class _Runner:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         predictor = _fast_or_plain(model, batch_size) if fast else None
-        self.backend: str = predictor.backend if predictor is not None else "tf"
+        self.predictor = predictor
         self.fn = (lambda x: predictor(x[..., 0])) if predictor is not None else _predict_fn(model)
         self.batch_size = batch_size
+
+    @property
+    def backend(self) -> str:
+        """The runtime: "tf", or the fast predictor's ("auto" until its first call has timed them)."""
+        return self.predictor.backend if self.predictor is not None else "tf"
 
     def per_batch(self, shape: tuple[int, int]) -> int:
         return max(1, min(self.batch_size, MAX_BATCH_PIXELS // (shape[0] * shape[1])))
@@ -663,7 +668,6 @@ def evaluate(
         raise DatasetError("no samples to evaluate: check the data folder, the classes and the split")
     acc = EvalAccumulator(threshold)
     predict = _fast_or_plain(model, batch_size) if fast else None
-    backend = getattr(predict, "backend", "tf")
     bar = _progress(len(samples), "evaluate", progress)
     try:
         for i in range(0, len(samples), EVAL_CHUNK):
@@ -677,7 +681,7 @@ def evaluate(
     result = acc.result()
     result["seconds"] = round(time.perf_counter() - start, 3)
     result["image_size"] = int(image_size)
-    result["backend"] = backend
+    result["backend"] = getattr(predict, "backend", "tf")  # after the calls: "auto" has chosen by then
     return result
 
 

@@ -91,6 +91,13 @@ def test_quick_bench_fast_path_ran_with_onednn_and_fast_gradients(quick_result):
     assert r["train_compute_dtype"] == ("float16" if r["train_settings"]["mixed_precision"] else "float32")
     # the fast time to quality trained in a process with oneDNN on, as the command line does
     assert r["time_to_quality_onednn"] is True
+    # the fast predictor ran there too, "auto" timed the installed runtimes and kept the fastest
+    assert r["infer_onednn"] is True
+    probe = r["infer_probe_img_s"]
+    if probe:  # ncnn or OpenVINO installed
+        assert "tf" in probe and r["infer_backend"] == max(probe, key=probe.get)
+    else:
+        assert r["infer_backend"] == "tf"
     assert isinstance(r["baseline_onednn"], bool)
     for key in ("train_onednn_only_img_s", "infer_predict_onednn_img_s", "peak_rss_mb_fast_path_process"):
         assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, key
@@ -116,6 +123,7 @@ def test_quick_bench_measured_the_tutorial_way_in_tensorflows_default_setup(quic
     assert set(peaks) == {
         "fast_path_throughput",
         "fast_time_to_quality",
+        "fast_inference",
         "tutorial_measurements",
         "orchestrator",
     }

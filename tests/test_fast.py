@@ -85,17 +85,52 @@ def test_int8_masks_agree_with_float32(model, images):
     assert float(np.mean(np.abs(out - ref))) < 0.02
 
 
-def test_auto_prefers_ncnn_on_a_cpu(model, images, monkeypatch):
-    if not fast.ncnn_available():
-        pytest.skip("ncnn not installed")
+def test_auto_times_the_cpu_runtimes_on_the_first_image_and_keeps_the_fastest(model, images, monkeypatch):
+    if not (fast.ncnn_available() or fast.openvino_available()):
+        pytest.skip("neither ncnn nor openvino installed: auto is plain TensorFlow")
     monkeypatch.setattr(fast, "_gpu_present", lambda: False)
     predictor = fast.fast_predictor(model, backend="auto")
-    assert (predictor.backend, predictor.precision) == ("ncnn", "f32")
+    assert (predictor.backend, predictor.precision) == ("auto", "f32")  # nothing timed yet
     np.testing.assert_allclose(predictor(images), reference(model, images), atol=F32_ATOL)
+    expected = {"tf"} | {name for name in ("ncnn", "openvino") if getattr(fast, f"{name}_available")()}
+    assert set(predictor.probe_img_s) == expected
+    assert predictor.backend == max(predictor.probe_img_s, key=predictor.probe_img_s.get)
+    assert predictor.info()["probe_img_s"] == predictor.probe_img_s and not predictor.candidates
+    # later calls run the chosen runtime without timing again
+    chosen = predictor.backend
+    np.testing.assert_allclose(predictor(images[:1]), reference(model, images[:1]), atol=F32_ATOL)
+    assert predictor.backend == chosen
     # int8 is OpenVINO's (ncnn runs float32 here)
     if fast.openvino_available() and fast.nncf_available():
         int8 = fast.fast_predictor(model, backend="auto", precision="int8", calibration=images)
         assert int8.backend == "openvino"
+
+
+def test_fastest_picks_the_quickest_runner_and_skips_a_failing_one():
+    import time
+
+    calls = {"slow": 0, "quick": 0}
+
+    def runner(name, seconds):
+        def run(x):
+            calls[name] += 1
+            time.sleep(seconds)
+            return x[..., 0]
+
+        return run
+
+    def broken(x):
+        raise RuntimeError("no kernel for this shape")
+
+    probe = np.zeros((1, 16, 16, 1), np.float32)
+    with pytest.warns(RuntimeWarning, match="broken failed on the probe image.*no kernel"):
+        name, rates = fast._fastest(
+            {"slow": runner("slow", 0.03), "broken": broken, "quick": runner("quick", 0.001)}, probe
+        )
+    assert name == "quick" and set(rates) == {"slow", "quick"} and rates["quick"] > rates["slow"]
+    assert calls == {"slow": 1 + fast.AUTO_PROBE_REPEATS, "quick": 1 + fast.AUTO_PROBE_REPEATS}
+    with pytest.raises(RuntimeError, match="no kernel"), pytest.warns(RuntimeWarning):
+        fast._fastest({"broken": broken}, probe)
 
 
 def test_auto_skips_ncnn_for_a_layer_it_cannot_export(images, monkeypatch):
@@ -107,7 +142,7 @@ def test_auto_skips_ncnn_for_a_layer_it_cannot_export(images, monkeypatch):
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
     x = keras.layers.LeakyReLU(name="leaky")(x)
     odd = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
-    with pytest.warns(RuntimeWarning, match="openvino is not installed"):
+    with pytest.warns(RuntimeWarning, match="ncnn cannot convert this model and openvino is not installed"):
         predictor = fast.fast_predictor(odd, backend="auto")
     assert predictor.backend == "tf"
     with pytest.raises(ConfigError, match="'leaky'.*LeakyReLU"):
@@ -242,6 +277,8 @@ def test_notebooks_first_cell_turns_onednn_on_and_says_so():
     assert _onednn_probe("0", _RUNTIME_PROBE) == {"onednn": False}
 
 
-def test_command_line_turns_onednn_on_except_for_bench():
-    # bench times the tutorial's way in TensorFlow's own default setup
-    assert _onednn_probe(None, _CLI_PROBE) == {"bench": None, "info": "1"}
+def test_command_line_turns_onednn_on_for_every_command():
+    # bench too: it measures in processes of its own, the tutorial's way without the switch
+    # (tests/test_bench.py checks that side)
+    assert _onednn_probe(None, _CLI_PROBE) == {"bench": "1", "info": "1"}
+    assert _onednn_probe("0", _CLI_PROBE) == {"bench": "0", "info": "0"}  # the user's choice is kept

@@ -383,7 +383,8 @@ def test_evaluate_fast_path_gives_the_same_numbers(tmp_path):
     model = small_unet()
     slow = infer.evaluate(model, samples, threshold=0.5, image_size=64, fast=False, progress=False)
     quick = infer.evaluate(model, samples, threshold=0.5, image_size=64, fast=True, progress=False)
-    assert (slow["backend"], quick["backend"]) == ("tf", "ncnn" if fast.ncnn_available() else "openvino")
+    # the fast path timed the installed runtimes on its first image and reports the one it kept
+    assert slow["backend"] == "tf" and quick["backend"] in ("ncnn", "openvino", "tf")
     for key in infer.EVAL_KEYS:
         if key in ("seconds",):
             continue
@@ -405,7 +406,9 @@ def test_predict_proba_fast_gives_the_same_probabilities_tiled_or_not():
     ]
     kwargs = {"tile_size": 64, "tile_overlap": 16, "max_untiled_pixels": 64 * 80}  # the second one is tiled
     runner = infer._Runner(model, 8, fast=True)
-    assert runner.backend == ("ncnn" if fast.ncnn_available() else "openvino")
+    assert runner.backend == "auto"  # chosen by timing on the first call
+    runner.run([images[0][:48, :64]])
+    assert runner.backend in ("ncnn", "openvino", "tf")
     slow = infer.predict_proba(model, images, **kwargs)
     quick = infer.predict_proba(model, images, fast=True, **kwargs)
     for a, b in zip(slow, quick, strict=True):
