@@ -41,6 +41,7 @@ This module imports only ``model``, ``config``, ``errors`` and ``ncnn_export`` (
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import warnings
@@ -286,6 +287,14 @@ def _quantize(ov_model: Any, calibration: np.ndarray, multiple: int) -> Any:
         )
 
 
+@functools.lru_cache(maxsize=1)
+def _openvino_core() -> Any:
+    """One OpenVINO ``Core`` per process, shared by every runner (each owns thread pools)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def _openvino_runner(
     model: Any,
     precision: str,
@@ -298,7 +307,7 @@ def _openvino_runner(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras warns about the input structure while tracing
         base = ov.convert_model(model, input=[(-1, -1, -1, 1)])
-    core = ov.Core()
+    core = _openvino_core()
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)

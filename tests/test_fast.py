@@ -282,3 +282,28 @@ def test_command_line_turns_onednn_on_for_every_command():
     # (tests/test_bench.py checks that side)
     assert _onednn_probe(None, _CLI_PROBE) == {"bench": "1", "info": "1"}
     assert _onednn_probe("0", _CLI_PROBE) == {"bench": "0", "info": "0"}  # the user's choice is kept
+
+
+def test_openvino_runners_share_one_core(model, images, monkeypatch):
+    """Every OpenVINO runner in a process uses one ``Core``: with one Core per runner, a test
+    process that had converted many models crashed (segmentation fault) later on."""
+    if not fast.openvino_available():
+        pytest.skip("openvino not installed")
+    import openvino as ov
+
+    made = []
+    real_core = ov.Core
+
+    def counting_core(*args, **kwargs):
+        made.append(1)
+        return real_core(*args, **kwargs)
+
+    fast._openvino_core.cache_clear()
+    monkeypatch.setattr(ov, "Core", counting_core)
+    try:
+        for _ in range(3):
+            predictor = fast.fast_predictor(model, backend="openvino", batch_size=2)
+            np.testing.assert_allclose(predictor(images), reference(model, images), atol=F32_ATOL)
+    finally:
+        fast._openvino_core.cache_clear()
+    assert len(made) == 1
