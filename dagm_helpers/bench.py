@@ -764,8 +764,8 @@ def tutorial_measurements(
     model = reference_copy(load_model(fast_ttq["model_path"]))
     images, _ = _infer_images(fast_ttq, quick)
     result.update(_infer_compare(model, images, 1 if quick else 3, Path(fast_outputs), fast_infer))
-    data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
 
+    data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
     if quick:
         ttq_size, base_budget, check_every = 64, 5.0, 2
     else:

@@ -397,9 +397,10 @@ def fast_predictor(
             candidates = _cpu_candidates(model, threads, multiple)
             if len(candidates) > 1:
                 return Predictor("auto", "f32", batch_size, multiple, threads, None, candidates=candidates)
-            missing = "" if openvino_available() else " and openvino is not installed"
+            # only TensorFlow is left: OpenVINO would always be a candidate
             warnings.warn(
-                f"ncnn cannot convert this model{missing}, so the fast predictor runs on plain TensorFlow",
+                "ncnn cannot convert this model and openvino is not installed, so the fast predictor "
+                "runs on plain TensorFlow",
                 RuntimeWarning,
                 stacklevel=2,
             )
