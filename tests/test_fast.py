@@ -85,13 +85,21 @@ def test_int8_masks_agree_with_float32(model, images):
     assert float(np.mean(np.abs(out - ref))) < 0.02
 
 
-def test_auto_times_the_cpu_runtimes_on_the_first_image_and_keeps_the_fastest(model, images, monkeypatch):
+def test_auto_times_the_cpu_runtimes_on_the_first_batch_and_keeps_the_fastest(model, images, monkeypatch):
     if not (fast.ncnn_available() or fast.openvino_available()):
         pytest.skip("neither ncnn nor openvino installed: auto is plain TensorFlow")
     monkeypatch.setattr(fast, "_gpu_present", lambda: False)
-    predictor = fast.fast_predictor(model, backend="auto")
+    probes, fastest = [], fast._fastest
+    monkeypatch.setattr(
+        fast, "_fastest", lambda runners, probe: probes.append(probe.shape) or fastest(runners, probe)
+    )
+    predictor = fast.fast_predictor(model, backend="auto", batch_size=2)
     assert (predictor.backend, predictor.precision) == ("auto", "f32")  # nothing timed yet
+    # 5 images in batches of 2: the runtimes are timed on the first (padded) batch, whose
+    # output the winner's later batches join
     np.testing.assert_allclose(predictor(images), reference(model, images), atol=F32_ATOL)
+    assert probes == [(2, 48, 80, 1)]
+    assert predictor.compiled_shapes == [(2, 48, 80), (1, 48, 80)]
     expected = {"tf"} | {name for name in ("ncnn", "openvino") if getattr(fast, f"{name}_available")()}
     assert set(predictor.probe_img_s) == expected
     assert predictor.backend == max(predictor.probe_img_s, key=predictor.probe_img_s.get)
@@ -122,12 +130,14 @@ def test_fastest_picks_the_quickest_runner_and_skips_a_failing_one():
     def broken(x):
         raise RuntimeError("no kernel for this shape")
 
-    probe = np.zeros((1, 16, 16, 1), np.float32)
-    with pytest.warns(RuntimeWarning, match="broken failed on the probe image.*no kernel"):
-        name, rates = fast._fastest(
+    probe = np.zeros((4, 16, 16, 1), np.float32)
+    with pytest.warns(RuntimeWarning, match="broken failed on the probe batch.*no kernel"):
+        name, rates, out = fast._fastest(
             {"slow": runner("slow", 0.03), "broken": broken, "quick": runner("quick", 0.001)}, probe
         )
     assert name == "quick" and set(rates) == {"slow", "quick"} and rates["quick"] > rates["slow"]
+    assert 4 / 0.03 > rates["slow"] > 4 / 0.03 / 3  # images per second of the whole batch
+    assert out.shape == (4, 16, 16)  # the winner's output on the probe batch, to be reused
     assert calls == {"slow": 1 + fast.AUTO_PROBE_REPEATS, "quick": 1 + fast.AUTO_PROBE_REPEATS}
     with pytest.raises(RuntimeError, match="no kernel"), pytest.warns(RuntimeWarning):
         fast._fastest({"broken": broken}, probe)
