@@ -7,8 +7,10 @@ One run, one machine. :func:`run_benchmark` returns a JSON-friendly dict:
   loss) in a process of its own with TensorFlow in its default setup, against the
   project's fast path (:func:`dagm_helpers.fast.training_settings`), measured in a second
   process that turned oneDNN on before importing TensorFlow (:func:`fast_path_throughput`);
-* inference throughput at 512x512, batch 8: ``model.predict`` against
-  :func:`dagm_helpers.fast.fast_predictor`, and how well their masks agree (Dice);
+* inference throughput at 512x512, batch 8: ``model.predict`` against the project's paths
+  (:func:`fast_inference`: :func:`dagm_helpers.fast.fast_predictor` in float32, and in int8
+  when NNCF is installed), and how well their masks agree (Dice); ``infer_img_s`` is the
+  fastest path whose masks agree at Dice >= 0.99 (:func:`choose_infer_path`);
 * the model's cost (GFLOP per image) against a float32 matrix-multiply probe of the
   machine (GFLOP/s), so the fraction of the hardware used is visible;
 * time to quality: wall-clock seconds until the validation Dice on defective images
@@ -59,6 +61,7 @@ FAST_TTQ_BUDGET_S = 12 * 60.0
 __all__ = [
     "QUALITY_DICE",
     "baseline_budget_s",
+    "choose_infer_path",
     "device_name",
     "fast_inference",
     "fast_path_throughput",
@@ -191,13 +194,27 @@ def peak_gflop_s(n: int = 2048, repeats: int = 5) -> float:
 
 
 # ----------------------------------------------------------------------------- data
-def _test_images(root: Path, classes: tuple[int, ...], size: int, n: int) -> np.ndarray:
-    """``n`` real-looking images (defective first) from the Test split, uint8 (n, size, size)."""
+def _pick_samples(samples: list, n: int, mixed: bool) -> list:
+    """Up to ``n`` of ``samples`` (anything with ``.defective``), in order within each kind:
+    defective first, or with ``mixed`` half defective, the rest clean (more of one kind where
+    the other runs short)."""
+    defective = [s for s in samples if s.defective]
+    clean = [s for s in samples if not s.defective]
+    if not mixed:
+        return (defective + clean)[:n]
+    k = max(n - len(clean), min(n // 2, len(defective)))
+    return (defective[:k] + clean)[:n]
+
+
+def _test_images(
+    root: Path, classes: tuple[int, ...], size: int, n: int, split: str = "Test", mixed: bool = False
+) -> np.ndarray:
+    """``n`` real-looking images from a split, uint8 (n, size, size): defective first, or with
+    ``mixed`` half defective and half clean (as far as the split has them)."""
     from .data.layout import scan
     from .data.pipeline import load_arrays
 
-    index = scan(root).filter(classes=classes, split="Test")
-    samples = sorted(index, key=lambda s: not s.defective)[:n]
+    samples = _pick_samples(list(scan(root).filter(classes=classes, split=split)), n, mixed)
     images, _ = load_arrays(samples, size=size)
     while len(images) < n:  # a tiny data set: repeat flipped copies
         images = np.concatenate([images, images[:, ::-1]])[:n]
@@ -303,16 +320,13 @@ def _baseline_train_throughput(size: int, batch: int, n: int, repeats: int) -> d
     }
 
 
-def fast_path_throughput(
-    size: int, batch: int, n: int, repeats: int, infer_size: int, infer_batch: int
-) -> dict:
+def fast_path_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
     """The fast training path's images/s (:func:`dagm_helpers.fast.training_settings`: every
     setting honoured, mixed precision and threads included), run in a process where oneDNN was
     enabled before TensorFlow was imported (:func:`_in_child`).
 
     Also measured there, to split the gain: the tutorial's own ``fit`` with oneDNN on
-    (``train_onednn_only_img_s``) and ``model.predict``'s batches with oneDNN on
-    (``infer_predict_onednn_img_s``; an untrained network: speed does not depend on the weights).
+    (``train_onednn_only_img_s``).
     """
     import keras
     import tensorflow as tf
@@ -368,14 +382,6 @@ def fast_path_throughput(
         )
     result["train_img_s"] = batch * settings["steps_per_execution"] / fast_step
     result["train_onednn_only_img_s"] = batch / _tutorial_fit_step_s(size, batch, n, repeats)
-    images = np.random.default_rng(1).integers(0, 256, (2 * infer_batch, infer_size, infer_size, 1))
-    images = images.astype(np.float32)
-    model = _tutorial_model()
-    result["infer_predict_onednn_img_s"] = infer_batch / _median_step_s(
-        lambda cbs: model.predict(images, batch_size=infer_batch, verbose=0, callbacks=cbs),
-        repeats + 1,
-        phase="predict",
-    )
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -585,43 +591,85 @@ def _tutorial_time_to_quality(
 INFER_BATCH = 8
 
 
+#: masks of a faster inference path must agree with ``model.predict``'s at least this well (Dice)
+INFER_AGREEMENT_MIN = 0.99
+
+
 def _infer_images(fast_ttq: dict, quick: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The inference comparison's images and int8 calibration images (the same in every process)."""
+    """The inference comparison's images (Test split, defective first) and the int8 calibration
+    images (Train split, half defective: a practitioner calibrates on training data, so the
+    compared images are unseen), the same in every process."""
     data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
     size = 128 if quick else 512
     images = _test_images(data_root, classes, size, 8 if quick else 16)
-    calib = images if quick else _test_images(data_root, classes, size, 32)
+    calib = _test_images(data_root, classes, size, 8 if quick else 32, split="Train", mixed=True)
     return images, calib
 
 
+def choose_infer_path(paths: dict[str, dict]) -> str:
+    """The fastest inference path whose masks agree with ``model.predict``'s at Dice >=
+    :data:`INFER_AGREEMENT_MIN` (``paths``: name -> ``{"img_s", "agreement"}``); "f32" when none
+    does (the float32 path is the reference's arithmetic: its agreement is 1.0 up to rounding)."""
+    good = {name: p for name, p in paths.items() if p["agreement"] >= INFER_AGREEMENT_MIN}
+    return max(good, key=lambda name: good[name]["img_s"]) if good else "f32"
+
+
 def fast_inference(work: str, fast_ttq: dict, quick: bool) -> dict:
-    """The project's inference path on the trained network, for a process of its own with oneDNN
-    on, as the command line predicts: ``fast_predictor(model)`` ("auto": the runtimes timed on
-    the first image, the fastest kept), and with ``not quick`` every runtime on its own
-    (``candidates``). The probabilities go to ``<work>/fast_inference.npz`` for the tutorial's
-    process to score against ``model.predict`` (:func:`_infer_compare`). JSON in and out.
+    """The project's inference paths on the trained network, for a process of its own with oneDNN
+    on, as the command line predicts:
+
+    * "f32": ``fast_predictor(model)`` ("auto": the runtimes timed on a first batch, the fastest
+      kept), the same arithmetic as the model;
+    * "int8": ``fast_predictor(model, backend="openvino", precision="int8", calibration=...)``,
+      calibrated on training images, when OpenVINO and NNCF are installed.
+
+    Also timed here, to split the gain: ``model.predict`` with oneDNN on, and with ``not quick``
+    every runtime on its own (``candidates``). The probabilities go to
+    ``<work>/fast_inference.npz`` for the tutorial's process to score against ``model.predict``
+    (:func:`_infer_compare`); :func:`choose_infer_path` then picks the path reported as
+    ``infer_img_s``. JSON in and out.
     """
-    from .fast import fast_predictor, ncnn_available, onednn_enabled, openvino_available
+    from .fast import fast_predictor, ncnn_available, nncf_available, onednn_enabled, openvino_available
     from .infer import load_model
 
     model = load_model(fast_ttq["model_path"])
     images, calibration = _infer_images(fast_ttq, quick)
     n, repeats = len(images), 1 if quick else 3
-    t0 = time.perf_counter()
-    predictor = fast_predictor(model, backend="auto", batch_size=INFER_BATCH)
-    outputs = {"auto": predictor(images)}  # the first call times the runtimes and compiles
-    prepare_s = time.perf_counter() - t0
-    fast_s = time_it(lambda: predictor(images), repeats=repeats, warmup=1)
+    outputs: dict[str, np.ndarray] = {}
+    paths: dict[str, dict] = {}
+
+    def measure(name: str, **kwargs: Any) -> None:
+        t0 = time.perf_counter()
+        predictor = fast_predictor(model, batch_size=INFER_BATCH, **kwargs)
+        outputs[name] = predictor(images)  # the first call compiles ("auto": times the runtimes)
+        prepare_s = time.perf_counter() - t0
+        seconds = time_it(lambda: predictor(images), repeats=repeats, warmup=1)
+        paths[name] = {
+            "img_s": n / seconds,
+            "backend": predictor.backend,
+            "precision": predictor.precision,
+            "prepare_s": prepare_s,
+            "probe_img_s": predictor.probe_img_s,
+        }
+
+    measure("f32", backend="auto")
+    if openvino_available() and nncf_available():
+        measure("int8", backend="openvino", precision="int8", calibration=calibration)
+    x = images[..., None].astype(np.float32)
+    predict_onednn = INFER_BATCH / _median_step_s(
+        lambda cbs: model.predict(x, batch_size=INFER_BATCH, verbose=0, callbacks=cbs),
+        repeats + 1,
+        phase="predict",
+    )
     result: dict[str, Any] = {
-        "infer_img_s": n / fast_s,
+        "infer_paths": paths,
         "infer_timing": "median of whole fast-predictor calls",
-        "infer_backend": predictor.backend,
-        "infer_precision": predictor.precision,
-        "infer_probe_img_s": predictor.probe_img_s,
-        "infer_prepare_s": prepare_s,
+        "infer_probe_img_s": paths["f32"]["probe_img_s"],
+        "infer_predict_onednn_img_s": predict_onednn,
         "infer_onednn": onednn_enabled(),
         "infer_batch_size": INFER_BATCH,
         "infer_images": n,
+        "infer_calibration_images": len(calibration) if "int8" in paths else 0,
         "infer_image_size": int(images.shape[1]),
         "infer_repeats": repeats,
     }
@@ -632,9 +680,6 @@ def fast_inference(work: str, fast_ttq: dict, quick: bool) -> dict:
             options.append(("ncnn_f32", {"backend": "ncnn"}))
         if openvino_available():
             options.append(("openvino_f32", {"backend": "openvino"}))
-            options.append(
-                ("openvino_int8", {"backend": "openvino", "precision": "int8", "calibration": calibration})
-            )
         for name, kwargs in options:
             try:
                 p = fast_predictor(model, batch_size=INFER_BATCH, **kwargs)
@@ -644,6 +689,9 @@ def fast_inference(work: str, fast_ttq: dict, quick: bool) -> dict:
                 table[name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
                 continue
             table[name] = {"img_s": n / seconds, "backend": p.backend, "precision": p.precision}
+        if "int8" in paths:
+            table["openvino_int8"] = {k: paths["int8"][k] for k in ("img_s", "backend", "precision")}
+            outputs["openvino_int8"] = outputs["int8"]
     result["candidates"] = table
     np.savez(Path(work) / "fast_inference.npz", **outputs)
     result["peak_rss_mb"] = peak_rss_mb()
@@ -681,8 +729,10 @@ def _infer_compare(model: Any, images: np.ndarray, repeats: int, fast_outputs: P
         "baseline_infer_img_s": batch / base_batch_s,
         "baseline_infer_call_img_s": n / call_s,
         "baseline_infer_timing": "median predict batch inside the call, timed by a callback",
-        "infer_agreement": agreement(outputs["auto"]),
-        "infer_max_abs_diff": float(np.max(np.abs(reference - outputs["auto"]))),
+        "infer_path_agreement": {name: agreement(outputs[name]) for name in fast["infer_paths"]},
+        "infer_path_max_abs_diff": {
+            name: float(np.max(np.abs(reference - outputs[name]))) for name in fast["infer_paths"]
+        },
         "infer_reference_positive_fraction": float(np.mean(reference >= 0.5)),
     }
     if fast["candidates"]:
@@ -729,6 +779,29 @@ def _gpu_extra(size: int, batch: int, repeats: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- the benchmark
+def _infer_path_keys(paths: dict[str, dict], agreements: dict, max_diffs: dict) -> dict:
+    """The flat ``infer_*`` keys: the chosen path's (:func:`choose_infer_path`) and each path's."""
+    table = {
+        name: dict(p, agreement=agreements[name], max_abs_diff=max_diffs[name]) for name, p in paths.items()
+    }
+    chosen = choose_infer_path(table)
+    out: dict[str, Any] = {
+        "infer_path": chosen,
+        "infer_paths": table,
+        "infer_img_s": table[chosen]["img_s"],
+        "infer_agreement": table[chosen]["agreement"],
+        "infer_max_abs_diff": table[chosen]["max_abs_diff"],
+        "infer_backend": table[chosen]["backend"],
+        "infer_precision": table[chosen]["precision"],
+        "infer_prepare_s": table[chosen]["prepare_s"],
+        "infer_agreement_min": INFER_AGREEMENT_MIN,
+    }
+    for name, p in table.items():
+        out[f"infer_{name}_img_s"] = p["img_s"]
+        out[f"infer_{name}_agreement"] = p["agreement"]
+    return out
+
+
 def tutorial_measurements(
     quick: bool,
     shape: dict,
@@ -822,7 +895,7 @@ def run_benchmark(
         _log("training throughput: fast path (own process, oneDNN on)")
         fast_tp = _in_child(
             "fast_path_throughput",
-            dict(shape, infer_size=128 if quick else 512, infer_batch=8),
+            shape,
             _fast_path_env(),
             timeout_s=600 if quick else 1200,
         )
@@ -854,7 +927,7 @@ def run_benchmark(
             timeout_s=600 if quick else 1200,
         )
         peaks["fast_inference"] = fast_infer.pop("peak_rss_mb")
-        result.update({k: v for k, v in fast_infer.items() if k != "candidates"})
+        result.update({k: v for k, v in fast_infer.items() if k not in ("candidates", "infer_paths")})
 
         # --- the tutorial's way: baseline training, inference, the recipe's time to quality
         _log("the tutorial's way (own process, TensorFlow's default setup)")
@@ -875,13 +948,18 @@ def run_benchmark(
         )
         peaks["tutorial_measurements"] = tutorial.pop("peak_rss_mb")
         base_ttq = tutorial.pop("baseline_time_to_quality")
+        agreements = tutorial.pop("infer_path_agreement")
+        max_diffs = tutorial.pop("infer_path_max_abs_diff")
         result.update(tutorial)
+        result.update(_infer_path_keys(fast_infer["infer_paths"], agreements, max_diffs))
     finally:
         if work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
 
     result["train_speedup"] = result["train_img_s"] / result["baseline_train_img_s"]
     result["infer_speedup"] = result["infer_img_s"] / result["baseline_infer_img_s"]
+    for name in result["infer_paths"]:
+        result[f"infer_{name}_speedup"] = result[f"infer_{name}_img_s"] / result["baseline_infer_img_s"]
     # the model's cost at the inference size, so the fraction of peak is right in quick mode too
     gflop_infer = result["gflop_per_image"] * (result["infer_image_size"] / 512) ** 2
     result["infer_fraction_of_peak"] = result["infer_img_s"] * gflop_infer / result["peak_gflop_s"]

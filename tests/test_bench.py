@@ -95,9 +95,9 @@ def test_quick_bench_fast_path_ran_with_onednn_and_fast_gradients(quick_result):
     assert r["infer_onednn"] is True
     probe = r["infer_probe_img_s"]
     if probe:  # ncnn or OpenVINO installed
-        assert "tf" in probe and r["infer_backend"] == max(probe, key=probe.get)
+        assert "tf" in probe and r["infer_paths"]["f32"]["backend"] == max(probe, key=probe.get)
     else:
-        assert r["infer_backend"] == "tf"
+        assert r["infer_paths"]["f32"]["backend"] == "tf"
     assert isinstance(r["baseline_onednn"], bool)
     for key in ("train_onednn_only_img_s", "infer_predict_onednn_img_s", "peak_rss_mb_fast_path_process"):
         assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, key
@@ -155,6 +155,59 @@ def test_child_failure_is_reported_with_its_error():
     with pytest.raises(RuntimeError, match="baseline_budget_s failed in its own process") as err:
         bench._in_child("baseline_budget_s", {"bogus": 1}, env, 120)
     assert "TypeError" in str(err.value) and "bogus" in str(err.value)
+
+
+def test_quick_bench_reports_every_inference_path_and_the_chosen_one(quick_result):
+    from dagm_helpers import fast
+
+    r = quick_result
+    paths = r["infer_paths"]
+    int8_expected = fast.openvino_available() and fast.nncf_available()
+    assert set(paths) == ({"f32", "int8"} if int8_expected else {"f32"})
+    assert paths["f32"]["precision"] == "f32"
+    # float32 is the reference's arithmetic: its masks are the reference's
+    assert paths["f32"]["agreement"] > 0.999 and paths["f32"]["max_abs_diff"] < 1e-3
+    if int8_expected:
+        assert (paths["int8"]["backend"], paths["int8"]["precision"]) == ("openvino", "int8")
+        assert r["infer_calibration_images"] == 8
+        assert 0.0 <= paths["int8"]["agreement"] <= 1.0
+    chosen = r["infer_path"]
+    assert chosen == bench.choose_infer_path(paths)
+    assert r["infer_img_s"] == paths[chosen]["img_s"]
+    assert r["infer_agreement"] == paths[chosen]["agreement"]
+    assert r["infer_backend"] == paths[chosen]["backend"]
+    for name in paths:
+        assert r[f"infer_{name}_speedup"] == pytest.approx(paths[name]["img_s"] / r["baseline_infer_img_s"])
+
+
+def test_choose_infer_path_takes_the_fastest_path_that_agrees():
+    f32 = {"img_s": 5.0, "agreement": 1.0}
+    assert bench.choose_infer_path({"f32": f32, "int8": {"img_s": 9.0, "agreement": 0.995}}) == "int8"
+    # faster but its masks differ too much: not counted
+    assert bench.choose_infer_path({"f32": f32, "int8": {"img_s": 9.0, "agreement": 0.985}}) == "f32"
+    assert bench.choose_infer_path({"f32": f32, "int8": {"img_s": 4.0, "agreement": 0.999}}) == "f32"
+    # nothing agrees (a broken build): the float32 path, whose agreement is then reported as it is
+    assert bench.choose_infer_path({"f32": {"img_s": 5.0, "agreement": 0.5}}) == "f32"
+    assert bench.INFER_AGREEMENT_MIN == 0.99
+
+
+def test_samples_for_calibration_are_half_defective_and_for_comparison_defective_first():
+    from types import SimpleNamespace
+
+    def samples(flags):
+        return [SimpleNamespace(defective=f, i=i) for i, f in enumerate(flags)]
+
+    many = samples([False] * 30 + [True] * 10)
+    picked = bench._pick_samples(many, 8, mixed=True)
+    assert [s.defective for s in picked] == [True] * 4 + [False] * 4
+    assert [s.i for s in picked] == [30, 31, 32, 33, 0, 1, 2, 3]  # in order within each kind
+    assert [s.defective for s in bench._pick_samples(many, 8, mixed=False)] == [True] * 8
+    # one kind runs short: the other fills up
+    few_defective = bench._pick_samples(samples([True] * 2 + [False] * 30), 8, mixed=True)
+    assert sum(s.defective for s in few_defective) == 2 and len(few_defective) == 8
+    few_clean = bench._pick_samples(samples([True] * 30 + [False]), 8, mixed=True)
+    assert sum(not s.defective for s in few_clean) == 1 and len(few_clean) == 8
+    assert len(bench._pick_samples(samples([True, False]), 8, mixed=True)) == 2
 
 
 def test_quick_bench_ratios_are_consistent(quick_result):
@@ -317,7 +370,7 @@ def test_fast_path_throughput_honours_mixed_precision_for_the_fast_model_only(mo
     gpu_like = dict(fast.training_settings("cpu"), onednn=False, mixed_precision=True, conv_gradients=None)
     monkeypatch.setattr(fast, "training_settings", lambda device=None: gpu_like)
     before = keras.mixed_precision.global_policy().name
-    out = bench.fast_path_throughput(size=32, batch=2, n=4, repeats=1, infer_size=32, infer_batch=2)
+    out = bench.fast_path_throughput(size=32, batch=2, n=4, repeats=1)
     assert out["train_compute_dtype"] == "float16"
     assert out["train_settings"]["mixed_precision"] is True
     assert keras.mixed_precision.global_policy().name == before == "float32"

@@ -35,9 +35,7 @@ def main() -> None:
     for size in args.sizes:
         shape = dict(size=size, batch=args.batch, n=args.images, repeats=args.repeats)
         base = _baseline_train_throughput(**shape)["baseline_train_img_s"]
-        fast = _in_child(
-            "fast_path_throughput", dict(shape, infer_size=size, infer_batch=8), _fast_path_env(), 3600
-        )
+        fast = _in_child("fast_path_throughput", shape, _fast_path_env(), 3600)
         print(
             f"{size:4d}  {base:14.2f}  {fast['train_onednn_only_img_s']:17.2f}  {fast['train_img_s']:10.2f}"
             f"  {fast['train_img_s'] / base:13.3f}",
