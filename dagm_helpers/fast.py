@@ -267,7 +267,19 @@ def _tf_runner(model: Any, jit: bool) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def _calibration_crops(images: np.ndarray, multiple: int, limit: int) -> list[np.ndarray]:
+def _calibration_images(calibration: Any) -> list[np.ndarray] | None:
+    """Calibration images as a list of (H, W) float32 arrays (sizes may differ), or None (none
+    given, or an empty list: calibrate on the first batch predicted)."""
+    if calibration is None:
+        return None
+    if isinstance(calibration, (list, tuple)):
+        images = [_as_batch(img)[0] for img in calibration]
+        return [img for batch in images for img in batch] or None
+    batch, _ = _as_batch(calibration)
+    return list(batch) or None
+
+
+def _calibration_crops(images: Any, multiple: int, limit: int) -> list[np.ndarray]:
     """Up to ``limit`` (1, c, c, 1) float32 images for NNCF: centre crops of at most
     :data:`CALIBRATION_CROP` a side, padded to the multiple."""
     crops = []
@@ -280,7 +292,7 @@ def _calibration_crops(images: np.ndarray, multiple: int, limit: int) -> list[np
     return crops
 
 
-def _quantize(ov_model: Any, calibration: np.ndarray, multiple: int) -> Any:
+def _quantize(ov_model: Any, calibration: Any, multiple: int) -> Any:
     import contextlib
     import logging
     import sys
@@ -313,7 +325,7 @@ def _openvino_runner(
     model: Any,
     precision: str,
     threads: int | None,
-    calibration: np.ndarray | None,
+    calibration: Any,
     multiple: int,
 ) -> Callable[[np.ndarray], np.ndarray]:
     import openvino as ov
@@ -390,8 +402,9 @@ def fast_predictor(
         precision: "f32" (agrees with ``model(x)`` to ~1e-5) or "int8" (OpenVINO + NNCF
             post-training quantisation; masks agree with float32 at Dice >= 0.99 on the
             benchmark's images, check on yours with ``metrics.dice``).
-        calibration: images (N, H, W) for int8 calibration; ``None``: the first batch predicted.
-            20-50 typical images, defective ones included, are plenty.
+        calibration: images for int8 calibration, (N, H, W) or a list of (H, W) arrays of any
+            sizes (centre crops of at most 512x512 are used); ``None``: the first batch predicted.
+            20-50 typical training images, defective ones included, are plenty.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown fast backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -444,9 +457,7 @@ def fast_predictor(
         if chosen == "ncnn":
             run = _ncnn_runner(model, threads)
         elif chosen == "openvino":
-            calib = None
-            if calibration is not None and precision == "int8":
-                calib, _ = _as_batch(calibration)
+            calib = _calibration_images(calibration) if precision == "int8" else None
             run = _openvino_runner(model, precision, threads, calib, multiple)
         else:
             run = _tf_runner(model, chosen == "xla")

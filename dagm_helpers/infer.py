@@ -353,10 +353,11 @@ def _check_values(img: np.ndarray, i: int) -> None:
 class _Runner:
     """Sends equally sized padded images through the model in batches bounded by pixel count."""
 
-    def __init__(self, model: Any, batch_size: int, fast: bool = False):
+    def __init__(self, model: Any, batch_size: int, fast: bool = False, predictor: Any = None):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        predictor = _fast_or_plain(model, batch_size) if fast else None
+        if predictor is None and fast:
+            predictor = _fast_or_plain(model, batch_size)
         self.predictor = predictor
         self.fn = (lambda x: predictor(x[..., 0])) if predictor is not None else _predict_fn(model)
         self.batch_size = batch_size
@@ -765,6 +766,34 @@ def _progress(total: int, desc: str, progress: bool | None):
     return tqdm(total=total, desc=desc, unit="img", disable=disable)
 
 
+def _int8_settings(precision: str, fast: bool, calibration: Any) -> list[np.ndarray] | None:
+    """None for float32; for int8 the calibration images read from ``calibration`` (at most
+    :data:`dagm_helpers.fast.DEFAULT_CALIBRATION_IMAGES`; an empty list: calibrate on the first
+    batch predicted). Raises ConfigError for settings that cannot go together."""
+    from .data.images import read_image
+    from .fast import DEFAULT_CALIBRATION_IMAGES, PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "f32":
+        if calibration is not None:
+            raise ConfigError(
+                "calibration images are for int8 only; add --precision int8 or drop --calibration"
+            )
+        return None
+    if not fast:
+        raise ConfigError("int8 runs on the fast runtime (OpenVINO); drop --no-fast or use --precision f32")
+    if calibration is None:
+        return []
+    images = []
+    for path in _list_inputs(Path(calibration), Path(calibration) / "-")[:DEFAULT_CALIBRATION_IMAGES]:
+        try:
+            images.append(read_image(path, policy="none"))
+        except (DagmError, OSError, ValueError) as exc:
+            raise DatasetError(f"{path}: cannot read this calibration image ({_short(str(exc))})") from exc
+    return images
+
+
 def _list_inputs(input_path: Path, out: Path) -> list[Path]:
     if not input_path.exists():
         raise DatasetError(f"{input_path}: no such file or folder; pass an image file or a folder of images")
@@ -823,6 +852,8 @@ def predict_files(
     batch_size: int = 8,
     progress: bool | None = None,
     fast: bool = True,
+    precision: str = "f32",
+    calibration: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Predict every image in ``input`` (a file, or a folder searched non-recursively) into ``out``.
 
@@ -833,7 +864,11 @@ def predict_files(
     is skipped with a warning and recorded with ``defective=error`` and the reason in ``error``, so one
     bad file does not lose the batch. Every file is written atomically; ``predictions.csv`` is
     rewritten after every batch. ``fast`` (default): probabilities from the fast CPU runtime when
-    installed (see :func:`predict_proba`). Returns ``out``.
+    installed (see :func:`predict_proba`). ``precision="int8"``: OpenVINO with int8 post-training
+    quantisation (:func:`dagm_helpers.fast.fast_predictor`), calibrated on the images in
+    ``calibration`` (a file or folder; typical training images, defective ones included), or on the
+    first batch predicted when it is None; check its masks against float32 on your images first
+    (``docs/performance.md``). Returns ``out``.
     """
     from .data.images import read_image
     from .viz import edge_overlay
@@ -841,8 +876,17 @@ def predict_files(
     _check_threshold(threshold)
     out = Path(out)
     files = _list_inputs(Path(input), out)
+    int8 = _int8_settings(precision, fast, calibration)
     model = load_model(model_path)
-    runner = _Runner(model, batch_size, fast=fast)  # built once: a fast runtime converts the model
+    predictor = None
+    if int8 is not None:
+        from .fast import fast_predictor
+
+        predictor = fast_predictor(
+            model, backend="openvino", batch_size=batch_size, precision="int8", calibration=int8
+        )
+    # built once: a fast runtime converts the model
+    runner = _Runner(model, batch_size, fast=fast, predictor=predictor)
     out.mkdir(parents=True, exist_ok=True)
     stems = _output_stems(files)
     rows: list[dict[str, Any]] = []

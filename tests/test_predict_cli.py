@@ -246,3 +246,51 @@ def test_predict_cli_fast_and_tensorflow_agree(inputs, tmp_path):
         assert float(row["defect_score"]) == pytest.approx(
             float(rows["--no-fast"][name]["defect_score"]), abs=1e-4
         )
+
+
+def test_predict_cli_int8_calibrates_on_the_given_images(model_path, inputs, tmp_path, monkeypatch):
+    from dagm_helpers import fast
+
+    if not (fast.openvino_available() and fast.nncf_available()):
+        pytest.skip("openvino and nncf needed for int8")
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (96, 128), dtype=np.uint8)).save(cal / "a.png")
+    Image.fromarray(rng.integers(0, 256, (700, 600), dtype=np.uint8)).save(cal / "b.png")
+    seen, quantize = [], fast._quantize
+    monkeypatch.setattr(
+        fast,
+        "_quantize",
+        lambda m, images, multiple: seen.append([i.shape for i in images]) or quantize(m, images, multiple),
+    )
+    out = tmp_path / "out"
+    args = ["predict", "--model", str(model_path), "--input", str(inputs), "--out", str(out)]
+    with pytest.warns(UserWarning):  # README.txt skipped, colour converted
+        assert cli.main([*args, "--precision", "int8", "--calibration", str(cal)]) == 0
+    # quantised once, on the two calibration images at their own sizes (not on the inputs)
+    assert seen == [[(96, 128), (700, 600)]]
+    assert np.array(Image.open(out / "odd_mask.png")).shape == (333, 517)
+    assert len(_read_csv(out / "predictions.csv")) == 3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--precision", "int8", "--no-fast"], "drop --no-fast"),
+        (["--calibration", "somewhere"], "int8 only"),
+        (["--precision", "int8", "--calibration", "EMPTY"], "no image files"),
+    ],
+)
+def test_predict_cli_int8_settings_that_cannot_work_fail_clearly(
+    model_path, inputs, tmp_path, capsys, extra, message
+):
+    (tmp_path / "empty").mkdir()
+    extra = [str(tmp_path / "empty") if e == "EMPTY" else e for e in extra]
+    out = tmp_path / "out"
+    code = cli.main(
+        ["predict", "--model", str(model_path), "--input", str(inputs), "--out", str(out), *extra]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not out.exists()  # nothing half-written
