@@ -14,7 +14,7 @@ through the fastest runtime available:
     compiled for the CPU per input shape with the ``LATENCY`` hint. Float32 by default
     (same numbers as TensorFlow within ~1e-5); ``precision="int8"`` quantises it after
     training with NNCF, calibrated on images you pass (or on the first images it sees). Whether
-    int8 pays depends on the CPU: 1.6-1.7x float32 on 2 Zen 3 cores (AVX2, no VNNI), masks
+    int8 pays depends on the CPU: 1.6-2.0x float32 on 2 Zen 3 cores (AVX2, no VNNI), masks
     agreeing with float32 at Dice 0.995; no faster than float32 on a Zen 2 with two
     hyper-threads; more on CPUs with int8 dot-product instructions (VNNI/AMX).
 ``"xla"``
