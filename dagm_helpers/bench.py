@@ -206,7 +206,7 @@ def _pick_samples(samples: list, n: int, mixed: bool) -> list:
     return (defective[:k] + clean)[:n]
 
 
-def _test_images(
+def _split_images(
     root: Path, classes: tuple[int, ...], size: int, n: int, split: str = "Test", mixed: bool = False
 ) -> np.ndarray:
     """``n`` real-looking images from a split, uint8 (n, size, size): defective first, or with
@@ -601,8 +601,8 @@ def _infer_images(fast_ttq: dict, quick: bool) -> tuple[np.ndarray, np.ndarray]:
     compared images are unseen), the same in every process."""
     data_root, classes = Path(fast_ttq["data_root"]), tuple(fast_ttq["classes"])
     size = 128 if quick else 512
-    images = _test_images(data_root, classes, size, 8 if quick else 16)
-    calib = _test_images(data_root, classes, size, 8 if quick else 32, split="Train", mixed=True)
+    images = _split_images(data_root, classes, size, 8 if quick else 16)
+    calib = _split_images(data_root, classes, size, 8 if quick else 32, split="Train", mixed=True)
     return images, calib
 
 

@@ -786,7 +786,7 @@ def _int8_settings(precision: str, fast: bool, calibration: Any) -> list[np.ndar
     if calibration is None:
         return []
     images = []
-    for path in _list_inputs(Path(calibration), Path(calibration) / "-")[:DEFAULT_CALIBRATION_IMAGES]:
+    for path in _list_inputs(Path(calibration))[:DEFAULT_CALIBRATION_IMAGES]:
         try:
             images.append(read_image(path, policy="none"))
         except (DagmError, OSError, ValueError) as exc:
@@ -794,7 +794,9 @@ def _int8_settings(precision: str, fast: bool, calibration: Any) -> list[np.ndar
     return images
 
 
-def _list_inputs(input_path: Path, out: Path) -> list[Path]:
+def _list_inputs(input_path: Path, out: Path | None = None) -> list[Path]:
+    """The image files of ``input_path`` (a file, or a folder searched non-recursively); when
+    ``out`` is that same folder, predict's own outputs from an earlier run are left out."""
     if not input_path.exists():
         raise DatasetError(f"{input_path}: no such file or folder; pass an image file or a folder of images")
     if input_path.is_file():
@@ -804,7 +806,7 @@ def _list_inputs(input_path: Path, out: Path) -> list[Path]:
                 f"pass a {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} file or a folder"
             )
         return [input_path]
-    same_dir = out.resolve() == input_path.resolve()
+    same_dir = out is not None and out.resolve() == input_path.resolve()
     files, skipped = [], []
     for p in sorted(input_path.iterdir()):
         if not p.is_file() or p.name.startswith("."):

@@ -280,13 +280,17 @@ def test_predict_cli_int8_calibrates_on_the_given_images(model_path, inputs, tmp
         (["--precision", "int8", "--no-fast"], "drop --no-fast"),
         (["--calibration", "somewhere"], "int8 only"),
         (["--precision", "int8", "--calibration", "EMPTY"], "no image files"),
+        (["--precision", "int8", "--calibration", "BAD"], "bad.png: cannot read this calibration image"),
     ],
 )
 def test_predict_cli_int8_settings_that_cannot_work_fail_clearly(
     model_path, inputs, tmp_path, capsys, extra, message
 ):
     (tmp_path / "empty").mkdir()
-    extra = [str(tmp_path / "empty") if e == "EMPTY" else e for e in extra]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    folders = {"EMPTY": str(tmp_path / "empty"), "BAD": str(tmp_path / "bad")}
+    extra = [folders.get(e, e) for e in extra]
     out = tmp_path / "out"
     code = cli.main(
         ["predict", "--model", str(model_path), "--input", str(inputs), "--out", str(out), *extra]
