@@ -61,9 +61,12 @@ def test_float32_backends_match_the_model_on_odd_sizes(model, images, backend):
 def test_input_forms_agree(model, images):
     predictor = fast.fast_predictor(model, backend="tf", batch_size=8)
     full = predictor(images)
-    np.testing.assert_allclose(predictor(images.astype(np.float32)[..., None]), full, atol=1e-6)
-    np.testing.assert_allclose(predictor(images[2]), full[2], atol=1e-6)  # one 2-D image -> (H, W)
-    np.testing.assert_allclose(predictor(list(images[:2])), full[:2], atol=1e-6)
+    # float32 sums are reordered between batch sizes and kernels (AVX2, AVX-512, AMX): allow
+    # last-bit differences, far below anything that moves a mask
+    tol = {"atol": 1e-5, "rtol": 0}
+    np.testing.assert_allclose(predictor(images.astype(np.float32)[..., None]), full, **tol)
+    np.testing.assert_allclose(predictor(images[2]), full[2], **tol)  # one 2-D image -> (H, W)
+    np.testing.assert_allclose(predictor(list(images[:2])), full[:2], **tol)
     assert predictor(images[:0]).shape == (0, 45, 70)
 
 

@@ -189,16 +189,41 @@ def test_budget_cuts_an_overlong_epoch_and_discards_it(tmp_path):
 
 
 # ----------------------------------------------------------------------------- NaN
+class PoisonWeights:
+    """A callback that sets the output layer's kernel to NaN after ``batch`` of ``epoch``.
+
+    The next loss is then NaN on every CPU. (A huge learning rate is not a reliable way to
+    get one: on some CPUs' kernels the weights saturate to large finite values instead; and
+    a NaN in an inner layer can vanish in the ReLU that follows it.)
+    """
+
+    def __new__(cls, epoch: int, batch: int):
+        import keras
+
+        class _Poison(keras.callbacks.Callback):
+            current = 0
+
+            def on_epoch_begin(self, e, logs=None):
+                self.current = e
+
+            def on_train_batch_end(self, b, logs=None):
+                if (self.current, b) == (epoch, batch):
+                    kernel = self.model.get_layer("mask").kernel
+                    kernel.assign(np.full(kernel.shape, np.nan, dtype=kernel.dtype))
+
+        return _Poison()
+
+
 def test_nan_loss_stops_with_training_error_and_keeps_checkpoint(data, tmp_path):
     cfg = child_config(data, tmp_path / "nan", 3)
-    cfg.lr = 1e30
+    cfg.callbacks = [PoisonWeights(epoch=1, batch=1)]
     with pytest.raises(TrainingError, match="lower learning rate") as info:
         train(cfg)
     assert "nan" in str(info.value).lower() or "inf" in str(info.value).lower()
     weights = _weights(tmp_path / "nan" / "last.keras")  # loadable, and finite
     assert all(np.isfinite(w).all() for w in weights)
     rows = train_mod.read_history(tmp_path / "nan" / "history.csv")
-    assert all(math.isfinite(r["loss"]) for r in rows)
+    assert [r["epoch"] for r in rows] == [0] and all(math.isfinite(r["loss"]) for r in rows)
 
 
 # ----------------------------------------------------------------------------- signals
