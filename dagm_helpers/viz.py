@@ -13,6 +13,7 @@ overlap.
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import math
 import os
@@ -318,72 +319,100 @@ def _fmt(value: Any, digits: int) -> str:
 
 
 # ----------------------------------------------------------------------------- the browser
-class PredictionBrowser:
-    """An ipywidgets browser: a slider over test images, a threshold slider and a model choice.
+@functools.cache
+def _browser_class():
+    """:class:`PredictionBrowser`'s base, ``ipywidgets.VBox``, imported on first use.
 
-    Display it as the last expression of a cell. ``update()`` redraws the figure
-    into ``output``; ``shown`` records what is currently displayed (for tests).
+    The browser *is* a widget (not an object that forwards to one), so it displays
+    through ipywidgets' own machinery: ``_ipython_display_`` in ipywidgets 7 (what
+    Colab ships, 7.7.1) and ``_repr_mimebundle_`` in ipywidgets 8.
     """
+    import ipywidgets as widgets
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        truths: np.ndarray | None,
-        probs_by_model: Mapping[str, np.ndarray],
-        threshold: float = 0.5,
-    ) -> None:
-        import ipywidgets as widgets
+    class PredictionBrowser(widgets.VBox):
+        """An ipywidgets browser: a slider over test images, a threshold slider and a model choice.
 
-        if not probs_by_model:
-            raise ValueError("prediction_browser needs at least one model's probabilities")
-        self.images, self.truths, self.probs_by_model = images, truths, dict(probs_by_model)
-        self.index = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image")
-        self.threshold = widgets.FloatSlider(
-            value=threshold, min=0.05, max=0.95, step=0.05, description="threshold", readout_format=".2f"
-        )
-        self.model = widgets.ToggleButtons(options=list(self.probs_by_model), description="model")
-        self.output = widgets.Output()
-        self.shown: dict[str, Any] = {}
-        for control in (self.index, self.threshold, self.model):
-            control.observe(lambda _change: self.update(), names="value")
-        self.ui = widgets.VBox([widgets.HBox([self.index, self.threshold]), self.model, self.output])
-        self.update()
+        Display it as the last expression of a cell. The figure is a PNG in an
+        ``Image`` widget under an ``HTML`` caption (plain widgets that every
+        front end renders, Colab's included); ``update()`` redraws both, and
+        ``shown`` records what is currently displayed.
+        """
 
-    def figure(self):
-        """The figure for the current image, model and threshold."""
-        i, name, t = self.index.value, self.model.value, self.threshold.value
-        prob = np.squeeze(self.probs_by_model[name][i])
-        truth = None if self.truths is None else self.truths[i]
-        plt = _plt()
-        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
-        shown = left.imshow(prob, vmin=0, vmax=1, cmap="magma")
-        fig.colorbar(shown, ax=left, shrink=0.8)
-        left.set_title(f"{name}: defect probability")
-        right.imshow(edge_overlay(self.images[i], prob, t, truth=truth))
-        right.set_title(f"edges at {t:.2f} (magenta), truth (green)")
-        for ax in (left, right):
-            ax.set_axis_off()
-        fig.suptitle(f"test image {i}: predicted defect area {int((prob >= t).sum())} px")
-        return fig
+        def __init__(
+            self,
+            images: np.ndarray,
+            truths: np.ndarray | None,
+            probs_by_model: Mapping[str, np.ndarray],
+            threshold: float = 0.5,
+        ) -> None:
+            if not probs_by_model:
+                raise ValueError("prediction_browser needs at least one model's probabilities")
+            index = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image")
+            thresh = widgets.FloatSlider(
+                value=threshold, min=0.05, max=0.95, step=0.05, description="threshold", readout_format=".2f"
+            )
+            model = widgets.ToggleButtons(options=list(probs_by_model), description="model")
+            caption = widgets.HTML()
+            picture = widgets.Image(format="png")
+            super().__init__([widgets.HBox([index, thresh]), model, caption, picture])
+            self.add_class("dagm-prediction-browser")
+            self.images, self.truths, self.probs_by_model = images, truths, dict(probs_by_model)
+            self.index, self.threshold, self.model = index, thresh, model
+            self.caption, self.picture = caption, picture
+            self.shown: dict[str, Any] = {}
+            for control in (index, thresh, model):
+                control.observe(lambda _change: self.update(), names="value")
+            self.update()
 
-    def update(self) -> None:
-        """Redraw into the output area."""
-        from IPython.display import clear_output, display
+        def figure(self):
+            """The figure for the current image, model and threshold."""
+            i, name, t = self.index.value, self.model.value, self.threshold.value
+            prob = np.squeeze(self.probs_by_model[name][i])
+            truth = None if self.truths is None else self.truths[i]
+            plt = _plt()
+            fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
+            shown = left.imshow(prob, vmin=0, vmax=1, cmap="magma")
+            fig.colorbar(shown, ax=left, shrink=0.8)
+            left.set_title(f"{name}: defect probability")
+            right.imshow(edge_overlay(self.images[i], prob, t, truth=truth))
+            right.set_title(f"edges at {t:.2f} (magenta), truth (green)")
+            for ax in (left, right):
+                ax.set_axis_off()
+            fig.suptitle(self.title())
+            return fig
 
-        fig = self.figure()
-        self.shown = {
-            "index": self.index.value,
-            "model": self.model.value,
-            "threshold": self.threshold.value,
-            "title": fig._suptitle.get_text() if fig._suptitle else "",
-        }
-        with self.output:
-            clear_output(wait=True)
-            display(fig)
-        _plt().close(fig)
+        def title(self) -> str:
+            """The figure's title: which image, model and threshold, and the predicted area."""
+            i, name, t = self.index.value, self.model.value, self.threshold.value
+            area = int((np.squeeze(self.probs_by_model[name][i]) >= t).sum())
+            return f"test image {i}, {name} model at threshold {t:.2f}: predicted defect area {area} px"
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.ui._repr_mimebundle_(**kwargs)
+        def update(self) -> None:
+            """Redraw the figure and its caption."""
+            import io
+
+            fig = self.figure()
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=80)
+            _plt().close(fig)
+            title = self.title()
+            self.picture.value = buffer.getvalue()
+            self.caption.value = f"<b class='dagm-browser-title'>{html.escape(title)}</b>"
+            self.shown = {
+                "index": self.index.value,
+                "model": self.model.value,
+                "threshold": self.threshold.value,
+                "title": title,
+            }
+
+    return PredictionBrowser
+
+
+def __getattr__(name: str):
+    # ``viz.PredictionBrowser`` without importing ipywidgets when the module is imported
+    if name == "PredictionBrowser":
+        return _browser_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: set by headless runs (the series): widgets are replaced by a note
@@ -395,7 +424,7 @@ def prediction_browser(
     truths: np.ndarray | None,
     probs_by_model: Mapping[str, np.ndarray],
     threshold: float = 0.5,
-) -> PredictionBrowser:
+) -> Any:
     """Build a :class:`PredictionBrowser` (display it as the last expression of a cell).
 
     In a headless run (``$DAGM_HEADLESS`` set, as ``python -m dagm_helpers series`` does) no
@@ -410,7 +439,7 @@ def prediction_browser(
             f"(interactive browser over {len(images)} test images and {len(probs_by_model)} model(s): "
             "open this notebook in Jupyter or Colab to use it; the static grid below shows the same images)"
         )
-    return PredictionBrowser(images, truths, probs_by_model, threshold=threshold)
+    return _browser_class()(images, truths, probs_by_model, threshold=threshold)
 
 
 class HeadlessNote:
@@ -431,7 +460,6 @@ __all__ = [
     "TRUTH_RGB8",
     "HEADLESS_ENV",
     "HeadlessNote",
-    "PredictionBrowser",
     "boundaries",
     "class_grid",
     "comparison_table",

@@ -40,7 +40,7 @@ from dagm_helpers.errors import ArchiveError, ChecksumError, ConfigError, Downlo
 
 def _png(value: int = 128, size: int = 8) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.full((size, size), value, np.uint8), mode="L").save(buf, format="PNG")
+    Image.fromarray(np.full((size, size), value, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
 
 

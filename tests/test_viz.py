@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -151,7 +153,34 @@ def test_prediction_browser_sliders_change_what_is_shown():
     assert browser.shown["model"] == "dice" and "64 px" in browser.shown["title"]
     browser.threshold.value = 0.9
     assert browser.shown["threshold"] == pytest.approx(0.9) and "0 px" in browser.shown["title"]
-    assert "application/vnd.jupyter.widget-view+json" in browser._repr_mimebundle_()
+    # what a front end shows: the caption's text and the PNG change with every control
+    assert html.escape(browser.shown["title"]) in browser.caption.value
+    assert bytes(browser.picture.value).startswith(b"\x89PNG")
+    before = bytes(browser.picture.value)
+    browser.threshold.value = 0.5
+    assert bytes(browser.picture.value) != before and "64 px" in browser.caption.value
+
+
+def test_prediction_browser_displays_with_the_installed_ipywidgets():
+    """``display(browser)`` publishes a widget view (ipywidgets 7 via _ipython_display_, 8 via the bundle)."""
+    import ipywidgets
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+
+    images = np.zeros((2, 16, 16), np.uint8)
+    browser = viz.prediction_browser(images, None, {"bce": np.zeros((2, 16, 16), np.float32)})
+    assert isinstance(browser, ipywidgets.VBox) and isinstance(browser, viz.PredictionBrowser)
+    shell = InteractiveShell.instance()
+    published = []
+    original = shell.display_pub.publish
+    shell.display_pub.publish = lambda data, *args, **kwargs: published.append(data)
+    try:
+        display(browser)
+    finally:
+        shell.display_pub.publish = original
+    assert any("application/vnd.jupyter.widget-view+json" in data for data in published), published
+    view = next(d for d in published if "application/vnd.jupyter.widget-view+json" in d)
+    assert view["application/vnd.jupyter.widget-view+json"]["model_id"] == browser.model_id
 
 
 def test_prediction_browser_is_a_note_in_headless_runs(monkeypatch):

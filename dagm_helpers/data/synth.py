@@ -617,7 +617,7 @@ def generate_image(
 
 # ----------------------------------------------------------------------------- writing a data set
 def _save_png(path: Path, array: np.ndarray) -> None:
-    Image.fromarray(array, mode="L").save(path, format="PNG", compress_level=0)
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format="PNG", compress_level=0)
 
 
 def labels_txt(rows: Iterable[tuple[str, bool]]) -> str:
