@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+#: the release; the notebooks' setup cell installs the git tag ``v<__version__>`` in Colab
+__version__ = "0.2.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -104,7 +105,7 @@ _EXPORTS: dict[str, str] = {
     "plot_foreground_share": "viz",
     "foreground_share": "viz",
     # notebook
-    "setup_notebook": "notebook",
+    "setup": "notebook",
     "runs_dir": "notebook",
     # series
     "run_series": "series",

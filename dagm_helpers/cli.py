@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 from .errors import DagmError
+from .runtime import import_tensorflow
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (config, history, checkpoints, metrics)")
     p.add_argument("--loss", default="dice", choices=LOSS_CHOICES)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, tensorflow=True)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a split")
     p.add_argument("--model", required=True)
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, tensorflow=True)
 
     p = sub.add_parser("predict", help="predict defect masks for image files of any size")
     p.add_argument("--model", required=True)
@@ -224,21 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="int8 only: an image file or folder of typical images (defective ones included; "
         "the first 32 are used) to calibrate on (default: the first batch predicted)",
     )
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, tensorflow=True)
 
     p = sub.add_parser(
         "export-ncnn", help="write a trained model as an ncnn network (.param + .bin) for deployment"
     )
     p.add_argument("--model", required=True, help="a .keras model file")
     p.add_argument("--out", required=True, help="output stem: writes STEM.param and STEM.bin")
-    p.set_defaults(func=cmd_export_ncnn)
+    p.set_defaults(func=cmd_export_ncnn, tensorflow=True)
 
     p = sub.add_parser("compare", help="train several losses on identical data and seeds, and compare")
     _add_train_args(p)
     p.add_argument("--losses", nargs="+", default=["bce", "dice"], choices=LOSS_CHOICES)
     p.add_argument("--seeds", type=int, default=3, help="number of seeds per loss")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=cmd_compare, tensorflow=True)
 
     p = sub.add_parser("bench", help="measure training and inference speed against the tutorial's way")
     p.add_argument("--quick", action="store_true", help="rough numbers in under two minutes")
@@ -306,8 +306,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) hides the real output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     from .fast import enable_onednn
@@ -316,6 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # in processes of its own, the tutorial's way without this switch)
     enable_onednn()
     try:
+        if getattr(args, "tensorflow", False):
+            # TensorFlow's C++ start-up lines (CUDA probing on CPU machines) would hide the real
+            # output: import it once, quietly, before the command does
+            import_tensorflow()
         return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -150,12 +150,10 @@ PROFILES: dict[str, Profile] = {
 
 
 def gpu_available() -> bool:
-    """True when TensorFlow can see at least one GPU (imports TensorFlow lazily)."""
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - tensorflow is a hard requirement
-        return False
-    return bool(tf.config.list_physical_devices("GPU"))
+    """True when TensorFlow can see at least one GPU (imports TensorFlow lazily, and quietly)."""
+    from .runtime import gpu_names
+
+    return bool(gpu_names())
 
 
 def profile_name(name: str | None = None) -> str:

@@ -1,11 +1,11 @@
-"""The notebooks' setup cells, and the tools that keep the committed notebooks clean.
+"""The notebooks' setup call, and the tools that keep the committed notebooks clean.
 
-Every notebook starts the same way: (in Colab only) install the package, then
-:func:`report_runtime`, then ``nb = setup_notebook("NN_name")``, which picks the
-profile and the data and says so. In the test suite ``conftest.py`` exports
-``DAGM_EXPECT_PROFILE=smoke``: :func:`setup_notebook` then refuses any other
-profile, and each notebook asserts the same in a visible cell, so CI cannot
-silently train for real.
+Every notebook starts with the same setup cell: (in Colab only) install the package,
+then ``nb = setup()``, which imports TensorFlow quietly, says which Python, TensorFlow
+and GPU it runs on, and picks the profile and the data. In the test suite
+``conftest.py`` exports ``DAGM_EXPECT_PROFILE=smoke``: :func:`setup` then refuses any
+other profile, so CI cannot silently train for real (``tests/test_test_mode.py``
+asserts that the check is active in the notebooks' kernels).
 
 ``python -m dagm_helpers.notebook strip FILE.ipynb ...`` removes every output and
 execution count: the committed notebooks carry none. The few cells marked
@@ -19,6 +19,7 @@ re-executes the notebooks in the smoke profile and rewrites that file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -48,7 +49,6 @@ MINUTES_ENV = "DAGM_MAX_MINUTES"
 class NotebookSetup:
     """What a notebook runs with: profile, data folder, runs folder."""
 
-    name: str
     profile: Profile
     data_source: str
     data_root: Path
@@ -68,17 +68,27 @@ class NotebookSetup:
             ]
         )
 
+    def with_data(self, source: str | os.PathLike[str]) -> NotebookSetup:
+        """The same setup reading its images from ``source`` (a folder, or ``"synthetic"``)."""
+        from .data import resolve_data
+
+        source = str(source)
+        return dataclasses.replace(
+            self, data_source=source, data_root=Path(resolve_data(source, self.profile))
+        )
+
 
 def report_runtime() -> dict[str, str | bool]:
     """Print and return Python and TensorFlow versions, whether a GPU (or Colab) is present and
     whether TensorFlow's oneDNN CPU kernels are on (:func:`dagm_helpers.fast.enable_onednn`, called
-    here first: run this before anything else imports TensorFlow)."""
+    here first: run this before anything else imports TensorFlow). TensorFlow is imported
+    without its C++ start-up lines (:func:`dagm_helpers.runtime.import_tensorflow`)."""
     from .fast import enable_onednn, onednn_enabled
+    from .runtime import gpu_names, import_tensorflow
 
     enable_onednn()
-    import tensorflow as tf
-
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    tf = import_tensorflow()
+    gpus = gpu_names()
     info: dict[str, str | bool] = {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -116,28 +126,31 @@ def check_expected_profile(profile: Profile) -> None:
         )
 
 
-def setup_notebook(
-    name: str,
+def setup(
     profile: str | None = None,
     data: str | os.PathLike[str] | None = None,
     runs: str | os.PathLike[str] | None = None,
     quiet: bool = False,
 ) -> NotebookSetup:
-    """Pick the profile and the data for notebook ``name``, print them, and return them.
+    """The one call of every notebook's setup cell: runtime, profile and data, printed and returned.
 
-    Profile: ``profile``, else ``$DAGM_PROFILE``, else ``gpu``/``cpu`` by
-    hardware. Data: ``data``, else ``$DAGM_DIR``, else (in Colab) a previous
-    download, else the built-in generator for the profile's classes.
+    It imports TensorFlow without its start-up log lines and reports Python,
+    TensorFlow and the GPU (:func:`report_runtime`). Profile: ``profile``, else
+    ``$DAGM_PROFILE``, else ``gpu``/``cpu`` by hardware; when ``$DAGM_EXPECT_PROFILE``
+    is set (the test suite sets it), any other profile is an error. Data: ``data``,
+    else ``$DAGM_DIR``, else (in Colab) a previous download, else the built-in generator
+    for the profile's classes.
     """
     from .data import resolve_data
 
+    if not quiet:
+        report_runtime()
     prof = resolve_profile(profile)
     check_expected_profile(prof)
     source = data_source(data)
     if source == "synthetic" and in_colab() and downloaded_dagm() is not None:
         source = str(downloaded_dagm())
-    setup = NotebookSetup(
-        name=name,
+    result = NotebookSetup(
         profile=prof,
         data_source=source,
         data_root=Path(resolve_data(source, prof)),
@@ -146,8 +159,8 @@ def setup_notebook(
         colab=in_colab(),
     )
     if not quiet:
-        print(setup.describe())
-    return setup
+        print(result.describe())
+    return result
 
 
 # ----------------------------------------------------------------------------- training runs and examples
@@ -503,7 +516,7 @@ __all__ = [
     "refresh_checked_outputs",
     "report_runtime",
     "runs_dir",
-    "setup_notebook",
+    "setup",
     "strip_files",
     "strip_notebook",
     "use_drive_cache",

@@ -65,32 +65,90 @@ def notebook_paths(
     return chosen
 
 
-def execute_notebook(path: Path, env: Mapping[str, str] | None = None, timeout: int = CELL_TIMEOUT_S):
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def progress_line(text: str, epoch: str | None) -> tuple[str | None, str | None]:
+    """Training progress in a notebook's stdout chunk ``text``, as one terminal line per epoch.
+
+    Keras' progress bar writes ``Epoch k/N`` and then redraws one line (carriage returns,
+    backspaces, colours) until the epoch ends with its validation scores. Returns
+    ``(line to print or None, the current "Epoch k/N" header)``; the training run's own
+    ``[train]`` line is passed through.
+    """
+    shown = None
+    for raw in text.split("\n")[:-1] if "\n" in text else []:
+        line = _ANSI.sub("", re.split(r"[\r\x08]+", raw)[-1]).strip()
+        if line.startswith("Epoch "):
+            epoch = line
+        elif line.startswith("[train]"):
+            shown = line
+        elif "val_loss" in line and epoch:
+            bar, _, scores = line.partition(" - ")  # "3/3 ━━━ 2s 299ms/step", then the scores
+            shown = f"{epoch}: {scores or bar}"
+            epoch = None
+    return shown, epoch
+
+
+def _client_class():
+    """An nbclient ``NotebookClient`` that prints training progress as the notebook writes it."""
+    from nbclient import NotebookClient
+
+    class SeriesClient(NotebookClient):
+        epoch: str | None = None
+
+        def process_message(self, msg, cell, cell_index):
+            content = msg.get("content", {})
+            if msg.get("msg_type") == "stream" and content.get("name") == "stdout":
+                line, self.epoch = progress_line(content.get("text", ""), self.epoch)
+                if line:
+                    print(f"    {line}", flush=True)
+            return super().process_message(msg, cell, cell_index)
+
+    return SeriesClient
+
+
+def execute_notebook(
+    path: Path, env: Mapping[str, str] | None = None, timeout: int = CELL_TIMEOUT_S, echo: bool = False
+):
     """Execute one notebook in a fresh kernel (cwd: its folder) and return the executed node.
 
-    Raises :class:`NotebookError` naming the notebook and the failing cell; the
-    partly executed notebook is attached as ``error.notebook``.
+    The kernel talks to this process over local (IPC) sockets, not TCP. With ``echo``,
+    training progress lines are printed as the notebook writes them. Raises
+    :class:`NotebookError` naming the notebook and the failing cell; the partly executed
+    notebook is attached as ``error.notebook``.
     """
+    import tempfile
+
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    )
     kernel_env = {**os.environ, **(env or {})}
-    try:
-        client.execute(env=kernel_env)
-    except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
-        index, source = _failed_cell(nb)
-        reason = _last_line(str(exc))
-        error = NotebookError(
-            f"notebook {path.name} failed in code cell {index} ({source!r}): {reason}. "
-            "Open the executed copy to see the traceback, fix the cause and run the series again"
+    with tempfile.TemporaryDirectory(prefix="dagm-kernel-") as sockets:
+        config = Config()  # local sockets: ipykernel warns that TCP transport is unencrypted
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = str(Path(sockets) / "kernel")
+        client = (_client_class() if echo else NotebookClient)(
+            nb,
+            config=config,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
         )
-        error.notebook = nb  # type: ignore[attr-defined]
-        raise error from exc
+        try:
+            client.execute(env=kernel_env)
+        except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+            index, source = _failed_cell(nb)
+            reason = _last_line(str(exc))
+            error = NotebookError(
+                f"notebook {path.name} failed in code cell {index} ({source!r}): {reason}. "
+                "Open the executed copy to see the traceback, fix the cause and run the series again"
+            )
+            error.notebook = nb  # type: ignore[attr-defined]
+            raise error from exc
     return nb
 
 
@@ -172,7 +230,6 @@ def run_series(
     env = {
         "DAGM_RUNS": os.environ.get("DAGM_RUNS") or str(out / "runs"),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebooks, also headless
-        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),  # no CUDA probing chatter
         "DAGM_HEADLESS": "1",  # no interactive widgets nobody can use (see viz.prediction_browser)
     }
     if profile:
@@ -188,7 +245,7 @@ def run_series(
         t0 = time.perf_counter()
         print(f"[{number}/{len(paths)}] {path.name} ...", flush=True)
         try:
-            nb = execute_notebook(path, env=env, timeout=timeout)
+            nb = execute_notebook(path, env=env, timeout=timeout, echo=True)
         except NotebookError as exc:
             ipynb, html = write_outputs(exc.notebook, out, path.stem)  # type: ignore[attr-defined]
             print(
@@ -203,6 +260,7 @@ def run_series(
 
 __all__ = [
     "CELL_TIMEOUT_S",
+    "progress_line",
     "NotebookError",
     "execute_notebook",
     "notebook_paths",

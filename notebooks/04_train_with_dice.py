@@ -29,33 +29,42 @@
 
 # %% [markdown]
 # ## Setup
+#
+# **Running this notebook.** In Colab the next cell installs the helper package `dagm_helpers`,
+# at the release these notebooks were tested with; on your own machine, install it once from a
+# clone of the repository (`pip install -r requirements-dev.txt -e .`). `setup()` then reports
+# the Python, TensorFlow and GPU it runs on and picks a *profile*, how big and how long
+# everything is: `gpu` when there is a GPU, `cpu` otherwise (minutes on a laptop). Set the
+# environment variable `DAGM_PROFILE=smoke` before starting Jupyter for a run of a few seconds
+# that only checks that everything works, and `DAGM_DIR` to a folder of real DAGM images.
 
 # %%
+import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab only: install the helper package from the repository
-    import subprocess
+REPO_URL = "https://github.com/dagm-tutorial/dagm-unet"
+RELEASE = "v0.2.0"  # the release of dagm_helpers these notebooks were tested with
+if "google.colab" in sys.modules:  # elsewhere the package is installed already
+    package = f"dagm-helpers @ git+{REPO_URL}@{RELEASE}"
+    command = [sys.executable, "-m", "pip", "install", "-q", package]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"pip could not install {package}:\n{pip.stderr[-1500:]}\nCheck that the runtime is online "
+            f"and run this cell again, or upload a copy of {REPO_URL} and run `!pip install -e <folder>`."
+        )
 
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/dagm-tutorial/dagm-unet"]
-    )
-from dagm_helpers.notebook import report_runtime
+from dagm_helpers.notebook import setup
 
-runtime = report_runtime()  # Python, TensorFlow, GPU or not
+nb = setup()  # Python, TensorFlow and GPU; the profile and the data
 
 # %%
-import os
-
 import numpy as np
 
 from dagm_helpers.losses import DiceLoss, TutorialDiceLoss
-from dagm_helpers.notebook import check_run, run_config, setup_notebook, validation_figure
+from dagm_helpers.notebook import check_run, run_config, validation_figure
 from dagm_helpers.training import train
 from dagm_helpers.viz import plot_history
-
-# %%
-nb = setup_notebook("04_train_with_dice")
-assert nb.profile.name == os.environ.get("DAGM_EXPECT_PROFILE", nb.profile.name), "tests must run in smoke"
 
 # %% [markdown]
 # ## The Dice coefficient and the smoothed Dice loss

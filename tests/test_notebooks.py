@@ -140,13 +140,72 @@ def test_title_and_colab_badge_link_to_the_notebook_itself(name):
     assert "colab-badge.svg" in first.source
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_setup_cell_installs_from_the_repository_only_in_colab(name):
-    code = [c for c in _read(name).cells if c.cell_type == "code"]
-    setup = code[0].source
-    assert '"google.colab" in sys.modules' in setup
-    assert f"git+{REPO_URL}" in setup  # the URL is defined once in config; this copy must match it
-    assert "report_runtime()" in setup  # and it says whether a GPU is present
+def _setup_cell(name: str) -> str:
+    return next(c for c in _read(name).cells if c.cell_type == "code").source
+
+
+def test_every_notebook_starts_with_the_same_setup_cell():
+    cells = {name: _setup_cell(name) for name in NAMES}
+    assert len(set(cells.values())) == 1, "the setup cells differ: make them identical"
+    setup = cells[NAMES[0]]
+    assert '"google.colab" in sys.modules' in setup  # installs only in Colab
+    assert setup.rstrip().endswith("nb = setup()  # Python, TensorFlow and GPU; the profile and the data")
+
+
+def test_setup_cell_installs_the_tested_release_from_the_one_repository():
+    import dagm_helpers
+
+    namespace = {}
+    exec(_setup_cell(NAMES[0]).split("if ")[0], namespace)  # the constants at the top of the cell
+    assert namespace["REPO_URL"] == REPO_URL  # the URL is defined once in config; this copy must match
+    assert namespace["RELEASE"] == f"v{dagm_helpers.__version__}"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'version = { attr = "dagm_helpers.__version__" }' in pyproject  # one version, one place
+
+
+class _FakePip:
+    def __init__(self, returncode: int):
+        self.returncode, self.calls = returncode, []
+
+    def __call__(self, command, **kwargs):
+        import subprocess
+
+        self.calls.append(command)
+        return subprocess.CompletedProcess(command, self.returncode, "", "ERROR: no network (test)")
+
+
+def _run_setup_cell_in_fake_colab(monkeypatch, returncode: int) -> tuple[dict, _FakePip]:
+    import subprocess
+    import types
+
+    import dagm_helpers
+
+    pip = _FakePip(returncode)
+    monkeypatch.setattr(subprocess, "run", pip)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    namespace: dict = {}
+    try:
+        exec(_setup_cell(NAMES[0]), namespace)
+    finally:
+        assert pip.calls, "the setup cell did not call pip in Colab"
+        command = pip.calls[0]
+        assert command[1:4] == ["-m", "pip", "install"]
+        assert command[-1] == f"dagm-helpers @ git+{REPO_URL}@v{dagm_helpers.__version__}"
+    return namespace, pip
+
+
+def test_setup_cell_stops_with_what_to_do_when_the_install_fails(monkeypatch):
+    with pytest.raises(RuntimeError) as info:
+        _run_setup_cell_in_fake_colab(monkeypatch, returncode=1)
+    message = str(info.value)
+    assert "pip could not install" in message and "no network (test)" in message  # pip's own words
+    assert REPO_URL in message and "pip install -e" in message  # and what to do instead
+
+
+def test_setup_cell_goes_on_to_setup_when_the_install_succeeds(monkeypatch, capsys):
+    namespace, _ = _run_setup_cell_in_fake_colab(monkeypatch, returncode=0)
+    assert namespace["nb"].profile.name == "smoke"
+    assert "TensorFlow" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", NAMES)

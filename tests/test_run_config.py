@@ -13,7 +13,6 @@ from dagm_helpers.notebook import MINUTES_ENV, NotebookSetup, run_config
 
 def _setup(tmp_path, profile="cpu"):
     return NotebookSetup(
-        name="test",
         profile=PROFILES[profile],
         data_source="synthetic",
         data_root=tmp_path / "data",

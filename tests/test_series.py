@@ -37,7 +37,11 @@ def test_run_series_writes_executed_notebooks_and_html(tmp_path, capsys):
         folder / "01_first.ipynb",
         "import os\nprint('profile', os.environ['DAGM_PROFILE'], 'headless', os.environ['DAGM_HEADLESS'])",
     )
-    _write(folder / "02_second.ipynb", "x = 6 * 7\nx")
+    _write(
+        folder / "02_second.ipynb",
+        "x = 6 * 7\nx",
+        "print('Epoch 1/1')\nprint('1/1 - loss: 1.0 - val_loss: 2.0')",
+    )
     out = run_series(out=tmp_path / "build", profile="smoke", folder=folder, timeout=120)
     assert out == (tmp_path / "build").resolve()
     for stem in ("01_first", "02_second"):
@@ -50,6 +54,7 @@ def test_run_series_writes_executed_notebooks_and_html(tmp_path, capsys):
     assert not list(out.glob(".tmp-*"))  # atomic writes leave no temporary files
     printed = capsys.readouterr().out
     assert "[1/2] 01_first.ipynb" in printed and "[2/2] 02_second.ipynb" in printed and str(out) in printed
+    assert "    Epoch 1/1: loss: 1.0 - val_loss: 2.0\n" in printed  # training progress, relayed live
 
 
 def test_displayed_figures_are_written_as_png_files(tmp_path):
@@ -100,3 +105,21 @@ def test_a_failing_notebook_stops_the_series_with_a_clear_error(tmp_path):
     assert "ValueError: the data folder is empty" in message and "\x1b[" not in message
     assert (tmp_path / "build" / "02_broken.html").is_file()  # partly executed copy for inspection
     assert not (tmp_path / "build" / "03_never.ipynb").exists()  # stopped at the first failure
+
+
+def test_progress_line_turns_keras_progress_bars_into_one_line_per_epoch():
+    from dagm_helpers.series import progress_line
+
+    assert progress_line("[train] runs/bce: 19 train / 5 val images\n", None) == (
+        "[train] runs/bce: 19 train / 5 val images",
+        None,
+    )
+    line, epoch = progress_line("Epoch 1/2\n", None)
+    assert line is None and epoch == "Epoch 1/2"
+    bar = "\r\x1b[1m1/3\x1b[0m \x1b[32m━━━━\x1b[0m 2s/step - loss: 0.6168"
+    assert progress_line(bar, epoch) == (None, "Epoch 1/2")  # a redraw without newline: not yet
+    done = (
+        "\x08\x08\x08\r\x1b[1m3/3\x1b[0m ━━━━ 0s 40ms/step - loss: 0.5202 - val_loss: 0.3597 - lr: 0.0010\n"
+    )
+    assert progress_line(done, epoch) == ("Epoch 1/2: loss: 0.5202 - val_loss: 0.3597 - lr: 0.0010", None)
+    assert progress_line("some other output\n", None) == (None, None)
