@@ -172,6 +172,17 @@ def _check_model_fits(path: Path, model: Any) -> None:
         )
 
 
+def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
+    """Save ``model`` as a ``.keras`` file atomically: an interrupted save leaves the old file or
+    none, never a half-written one (:mod:`dagm_helpers.atomic`). Returns the path."""
+    from .atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
 def load_model(path: str | os.PathLike[str]) -> Any:
     """Load a saved model with Keras safe mode on, and check it fits the task.
 
@@ -947,6 +958,7 @@ def _write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 __all__ = [
+    "save_model",
     "EVAL_KEYS",
     "IMAGE_SUFFIXES",
     "MAX_BATCH_PIXELS",

@@ -168,10 +168,12 @@ def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
     """The :class:`~dagm_helpers.training.TrainConfig` every notebook trains ``loss`` with.
 
     One place, so notebooks 3, 4 and 5 use the same data, seed and budget and
-    differ only in the loss. The run goes to ``runs_dir/<loss>`` (replacing an
-    older run there). ``$DAGM_MAX_MINUTES`` (set by the series runner) caps the
-    time budget of each run; below the profile's own budget it also shortens the
-    schedule (epochs) in proportion. The Test split is left to notebook 5
+    differ only in the loss. The run goes to ``runs_dir/<loss>``: when that folder
+    holds a run with the same loss, seed, profile and data (Colab disconnected, the
+    kernel was restarted, or it finished), it is resumed; anything else there is
+    replaced. ``$DAGM_MAX_MINUTES`` (set by the series runner) caps the time budget
+    of each run; below the profile's own budget it also shortens the schedule
+    (epochs) in proportion. The Test split is left to notebook 5
     (``evaluate_test=False`` unless overridden).
     """
     from .training import TrainConfig
@@ -193,7 +195,7 @@ def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
     # notebook 5 evaluates both models on the Test split, at thresholds chosen on validation;
     # evaluating here too would cost the series minutes for numbers nobody reads
     overrides.setdefault("evaluate_test", False)
-    return TrainConfig(
+    config = TrainConfig(
         out=setup.runs_dir / loss,
         data=setup.data_source,
         loss=loss,
@@ -202,6 +204,9 @@ def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
         overwrite=True,
         **overrides,
     )
+    if same_run(Path(config.out), config, needed=("config.json", "last.keras")):
+        config.resume, config.overwrite = True, False
+    return config
 
 
 def load_run(folder: str | os.PathLike[str]):
@@ -219,11 +224,15 @@ def load_run(folder: str | os.PathLike[str]):
     )
 
 
-def finished_run_matches(folder: Path, config) -> bool:
-    """True when ``folder`` holds a complete run made with ``config``'s loss, seed, profile and data."""
+#: the files of a finished run
+FINISHED = ("config.json", "history.csv", "model.keras", "metrics.json")
+
+
+def same_run(folder: Path, config, needed: Sequence[str] = FINISHED) -> bool:
+    """True when ``folder`` holds the files ``needed`` of a run made with ``config``'s loss, seed,
+    profile and data (by default: a finished run)."""
     import json
 
-    needed = ("config.json", "history.csv", "model.keras", "metrics.json")
     if not all((folder / name).is_file() for name in needed):
         return False
     try:
@@ -240,42 +249,15 @@ def finished_run_matches(folder: Path, config) -> bool:
 
 
 def ensure_run(setup: NotebookSetup, loss: str, seed: int = 0):
-    """The run notebooks 3/4 trained for ``loss`` if it is there and matches, else train it now."""
+    """The run notebooks 3/4 trained for ``loss`` if it is there and finished, else train it now."""
     from .training import train
 
     config = run_config(setup, loss, seed)
-    if finished_run_matches(Path(config.out), config):
+    if same_run(Path(config.out), config):
         print(f"reusing the {loss} run in {config.out}")
         return load_run(config.out)
     print(f"no finished {loss} run in {config.out}: training it now")
     return train(config)
-
-
-def check_run(run, profile: Profile, smoke_tolerance: float = 0.05) -> str:
-    """Assert that a run learned sensibly; return a one-line summary.
-
-    Every loss is finite; the last epoch's training loss is below the first
-    (in the ``smoke`` profile, a handful of steps, it may rise by at most
-    ``smoke_tolerance``); validation IoU and the test metrics lie in [0, 1].
-    """
-    import math
-
-    losses = [row["loss"] for row in run.history]
-    assert losses and all(math.isfinite(v) for v in losses), f"non-finite training loss: {losses}"
-    slack = smoke_tolerance if profile.name == "smoke" else 0.0
-    assert losses[-1] < losses[0] + slack, f"training loss did not fall: {losses}"
-    for row in run.history:
-        assert 0.0 <= row["val_iou"] <= 1.0, row
-    for key in ("pixel_iou", "pixel_dice", "dice_defective_mean", "image_ap"):
-        value = run.metrics.get(key)
-        assert value is None or (isinstance(value, float) and math.isnan(value)) or 0.0 <= value <= 1.0, (
-            key,
-            value,
-        )
-    return (
-        f"{len(losses)} epochs, training loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
-        f"best validation IoU {max(row['val_iou'] for row in run.history):.3f}"
-    )
 
 
 def example_images(
@@ -506,10 +488,9 @@ __all__ = [
     "NotebookSetup",
     "MINUTES_ENV",
     "check_expected_profile",
-    "check_run",
     "ensure_run",
     "example_images",
-    "finished_run_matches",
+    "same_run",
     "load_run",
     "run_config",
     "downloaded_dagm",

@@ -69,17 +69,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from . import atomic
+from . import losses as losses_mod
+from . import metrics as metrics_mod
 from .config import Profile, data_source, resolve_profile
 from .errors import ConfigError, DatasetError, TrainingError
 from .fast import onednn_enabled, xla_for_training
+from .infer import save_model
 
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch",
@@ -376,11 +381,6 @@ def _csv_value(v: Any) -> Any:
     return repr(float(v))
 
 
-def _save_model(model: Any, dest: Path) -> None:
-    with atomic.atomic_path(dest) as tmp:
-        model.save(tmp)
-
-
 def _versions() -> dict:
     import keras
     import tensorflow as tf
@@ -460,121 +460,7 @@ def _score(row: dict) -> float:
     return -float(row.get("loss", math.inf))
 
 
-# ----------------------------------------------------------------------------- the epoch recorder
-class _Recorder:
-    """Keras callback state and logic; wrapped into a ``keras.callbacks.Callback`` at runtime."""
-
-    def __init__(
-        self,
-        run_dir: Path,
-        *,
-        epochs: int,
-        steps_per_epoch: int,
-        val_images: np.ndarray,
-        val_masks: np.ndarray,
-        loss_fn: Any,
-        batch_size: int,
-        history: list[dict],
-        prior_elapsed: float,
-        budget_s: float | None,
-        verbose: int,
-    ):
-        self.dir = run_dir
-        self.epochs = epochs
-        self.steps = steps_per_epoch
-        self.val_images, self.val_masks = val_images, val_masks
-        self.loss_fn = loss_fn
-        self.batch_size = batch_size
-        self.history = history
-        self.prior_elapsed = prior_elapsed
-        self.budget_s = budget_s
-        self.verbose = verbose
-        self.best = max((_score(r) for r in history), default=-math.inf)
-        self.best_epoch: int | None = (
-            max(history, key=_score)["epoch"] if history and math.isfinite(self.best) else None
-        )
-        self.t0 = time.monotonic()
-        self.epoch_t0 = self.t0
-        self.batches = 0
-        self.signal_name: str | None = None
-        self.nan: tuple[int, int, float] | None = None
-        self.budget_stop: str | None = None
-        self.model: Any = None
-
-    def elapsed(self) -> float:
-        return self.prior_elapsed + (time.monotonic() - self.t0)
-
-    # --- keras hooks
-    def on_train_begin(self) -> None:
-        self.t0 = time.monotonic()
-        if self.signal_name:
-            self.model.stop_training = True
-
-    def on_epoch_begin(self, epoch: int) -> None:
-        self.batches = 0
-        self.epoch_t0 = time.monotonic()
-        if self.signal_name:
-            self.model.stop_training = True
-
-    def on_train_batch_end(self, batch: int, logs: dict | None) -> None:
-        self.batches += 1
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.nan = (len(self.history), batch, float(loss))
-            self.model.stop_training = True
-        if self.signal_name:
-            self.model.stop_training = True
-        if (
-            self.budget_s is not None
-            and self.history
-            and self.batches < self.steps
-            and self.elapsed() > BUDGET_HARD_FACTOR * self.budget_s + BUDGET_HARD_SLACK_S
-        ):
-            self.budget_stop = "cut"
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch: int, logs: dict | None) -> None:
-        if self.batches < self.steps or self.nan is not None:
-            return  # an unfinished (interrupted, cut, NaN) epoch is never recorded
-        logs = logs if logs is not None else {}
-        row: dict = {"epoch": epoch}
-        for key in ("loss", "iou", "dice"):
-            row[key] = float(logs.get(key, math.nan))
-        row.update(
-            validation_scores(self.model, self.val_images, self.val_masks, self.loss_fn, self.batch_size)
-        )
-        row["lr"] = float(np.asarray(self.model.optimizer.learning_rate))
-        row["elapsed_s"] = self.elapsed()
-        logs.update({k: row[k] for k in ("val_loss", "val_iou", "val_dice", "val_dice_defective", "lr")})
-        score = _score(row)
-        improved = score > self.best
-        # order matters: history first, then checkpoints; resume trusts last.keras' step count
-        self.history.append(row)
-        _write_history(self.dir / HISTORY_FILE, self.history)
-        if improved or not (self.dir / BEST_FILE).exists():
-            self.best, self.best_epoch = max(score, self.best), epoch if improved else self.best_epoch
-            _save_model(self.model, self.dir / BEST_FILE)
-        _save_model(self.model, self.dir / LAST_FILE)
-        self._write_state(epoch + 1)
-        if self.verbose == 2:
-            print(format_epoch_line(row, self.epochs, time.monotonic() - self.epoch_t0, improved), flush=True)
-        if self.budget_s is not None and row["elapsed_s"] >= self.budget_s and epoch + 1 < self.epochs:
-            self.budget_stop = "epoch"
-            self.model.stop_training = True
-
-    def _write_state(self, epochs_done: int) -> None:
-        atomic.write_json(
-            self.dir / STATE_FILE,
-            {
-                "epochs_done": epochs_done,
-                "optimizer_iterations": int(np.asarray(self.model.optimizer.iterations)),
-                "elapsed_s": self.elapsed(),
-                "best_score": _json_float(self.best),
-                "best_epoch": self.best_epoch,
-            },
-        )
-
-
+# ----------------------------------------------------------------------------- the callbacks
 def format_epoch_line(row: dict, epochs: int, epoch_s: float, improved: bool = False) -> str:
     """The one-line-per-epoch progress report (logs and CI)::
 
@@ -593,66 +479,440 @@ def format_epoch_line(row: dict, epochs: int, epoch_s: float, improved: bool = F
     return " - ".join(parts)
 
 
-def _keras_callback(recorder: _Recorder) -> Any:
-    import keras
+class Checkpoints(keras.callbacks.Callback):
+    """After every epoch: validate on the full-size validation images, append ``history.csv``,
+    save ``model.keras`` (the best so far) and ``last.keras`` with the optimizer's state (what
+    ``--resume`` continues from after a Colab disconnect). Stops after a batch whose loss is NaN.
 
-    class RunRecorder(keras.callbacks.Callback):
-        def set_model(self, model):
-            super().set_model(model)
-            recorder.model = model
+    During ``fit``, Ctrl-C ("interrupt kernel") and SIGTERM stop training after the current
+    batch. An unfinished epoch (a signal, the time budget's cut, a NaN) is never recorded.
+    """
 
-        def on_train_begin(self, logs=None):
-            recorder.on_train_begin()
+    def __init__(self, run: TrainingRun) -> None:
+        super().__init__()
+        self.run = run
 
-        def on_epoch_begin(self, epoch, logs=None):
-            recorder.on_epoch_begin(epoch)
+    def on_train_begin(self, logs=None):
+        self.run.started(self.model)
 
-        def on_train_batch_end(self, batch, logs=None):
-            recorder.on_train_batch_end(batch, logs)
+    def on_train_end(self, logs=None):
+        self.run.restore_signal_handlers()
 
-        def on_epoch_end(self, epoch, logs=None):
-            recorder.on_epoch_end(epoch, logs)
+    def on_epoch_begin(self, epoch, logs=None):
+        self.run.batches, self.run.epoch_t0 = 0, time.monotonic()
+        if self.run.signal_name:
+            self.model.stop_training = True
 
-    return RunRecorder()
+    def on_train_batch_end(self, batch, logs=None):
+        self.run.batches += 1
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.run.nan = (len(self.run.history), batch, float(loss))
+            self.model.stop_training = True
+        if self.run.signal_name:
+            self.model.stop_training = True
 
-
-# ----------------------------------------------------------------------------- signals
-@contextlib.contextmanager
-def _graceful_signals(recorder: _Recorder) -> Iterator[None]:
-    """During training, SIGINT/SIGTERM ask Keras to stop after the current batch."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old: dict[int, Any] = {}
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
-        if recorder.signal_name == "SIGINT" and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: stop now (files of the last epoch stay intact)
-        recorder.signal_name = name
-        if recorder.model is not None:
-            recorder.model.stop_training = True
-        print(f"\n[train] {name} received: stopping after the current batch", file=sys.stderr, flush=True)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            old[sig] = signal.signal(sig, handler)
-        except (ValueError, OSError):  # pragma: no cover - not allowed here
-            pass
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
+    def on_epoch_end(self, epoch, logs=None):
+        self.run.record_epoch(epoch, logs if logs is not None else {})
 
 
-# ----------------------------------------------------------------------------- verbosity
+class TimeBudget(keras.callbacks.Callback):
+    """Stop at the end of the epoch during which the run's ``max_minutes`` ran out (time counted
+    across resumes); an epoch still running at ``BUDGET_HARD_FACTOR`` x budget +
+    ``BUDGET_HARD_SLACK_S`` is cut after the current batch and discarded."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        super().__init__()
+        self.run = run
+
+    def on_train_batch_end(self, batch, logs=None):
+        run = self.run
+        if run.budget_s is None or not run.history or run.batches >= run.steps_per_epoch:
+            return
+        if run.elapsed() > BUDGET_HARD_FACTOR * run.budget_s + BUDGET_HARD_SLACK_S:
+            run.budget_stop = "cut"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        run = self.run
+        if run.budget_s is not None and run.recorded(epoch) and epoch + 1 < run.epochs:
+            if run.history[-1]["elapsed_s"] >= run.budget_s:
+                run.budget_stop = "epoch"
+                self.model.stop_training = True
+
+
+class Progress(keras.callbacks.Callback):
+    """One line per epoch (:func:`format_epoch_line`) for logs and CI, where a progress bar
+    would be noise; ``fit``'s own bar (``verbose=1``) serves notebooks and terminals."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        super().__init__()
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs=None):
+        run = self.run
+        if run.verbose == 2 and run.recorded(epoch):
+            improved = run.best_epoch == epoch
+            print(format_epoch_line(run.history[-1], run.epochs, time.monotonic() - run.epoch_t0, improved))
+
+
+# ----------------------------------------------------------------------------- the run
 def _verbosity(verbose: int | str) -> int:
     if verbose != "auto":
         return int(verbose)
     if "ipykernel" in sys.modules or (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
         return 1
     return 2
+
+
+class TrainingRun:
+    """One training run: its folder, data, schedule and state; everything ``fit`` needs but the model.
+
+    The notebooks and :func:`train` use it the same way::
+
+        run = TrainingRun(config)                 # checks the folder, loads the data, writes config.json
+        model = run.build_model()                 # small_unet with the profile's options
+        model.compile(optimizer=keras.optimizers.Adam(run.learning_rate), loss=run.loss,
+                      metrics=run.metrics(), jit_compile=run.jit_compile)
+        run.restore(model)                        # resume: weights and optimizer from last.keras
+        model.fit(run.train_ds, epochs=run.epochs, initial_epoch=run.initial_epoch,
+                  steps_per_epoch=run.steps_per_epoch, callbacks=run.callbacks(), verbose=run.fit_verbose)
+        result = run.finish()                     # the best model, its history and test metrics
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        setup_t0 = time.monotonic()
+        self.config = config = _prepare_run_dir(config)
+        self.profile = profile = config.resolve_profile()
+        self.out = Path(config.out)
+        self.verbose = _verbosity(config.verbose)
+        self.root, self.train_set, self.val_set, self.test_set = _select_data(config, profile)
+        keras.utils.set_random_seed(int(config.seed))
+        self.strategy = choose_strategy(config.devices)
+        self.replicas = int(self.strategy.num_replicas_in_sync)
+        self.batch_size = profile.batch_size * self.replicas
+        self.steps_per_epoch = profile.steps_per_epoch or _steps_for(len(self.train_set), self.batch_size)
+        self.epochs = profile.epochs
+        self.budget_s = profile.max_minutes * 60.0 if profile.max_minutes else None
+        self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
+        self.jit_compile = xla_for_training(profile.xla, self.on_gpu)
+        self.mixed_precision = bool(profile.mixed_precision and self.on_gpu)
+        self.loss = losses_mod.get_loss(config.loss)
+        self._load_arrays()
+        self.history: list[dict] = []
+        self.initial_epoch, self.prior_elapsed = 0, 0.0
+        self.batches, self.signal_name, self.nan, self.budget_stop = 0, None, None, None
+        self.best, self.best_epoch = -math.inf, None
+        self.model: Any = None
+        self.t0 = self.epoch_t0 = time.monotonic()
+        self._old_handlers: dict[int, Any] = {}
+        self._old_policy = keras.mixed_precision.global_policy()
+        if self.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        self.setup_s = time.monotonic() - setup_t0
+
+    # --- what compile and fit are given
+    @property
+    def learning_rate(self) -> Any:
+        """Adam's learning rate: the profile's (x replicas), cosine-decayed to 1% when the profile says so."""
+        lr = self.profile.learning_rate * self.replicas
+        if self.profile.lr_schedule == "cosine":
+            total = self.steps_per_epoch * self.profile.epochs
+            return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=0.01)
+        return lr
+
+    @staticmethod
+    def metrics() -> list:
+        """The training metrics: pooled pixel IoU and Dice at threshold 0.5."""
+        return [metrics_mod.PixelIoU(name="iou"), metrics_mod.PixelDice(name="dice")]
+
+    def build_model(self) -> Any:
+        """The run's network: ``small_unet`` with the profile's and the config's options."""
+        from .model import small_unet
+
+        with self.strategy.scope():
+            return small_unet(**{**self.profile.model, **self.config.model})
+
+    def compile(self, model: Any) -> Any:
+        """``model.compile`` exactly as notebook 3 shows it (tests/test_taught_code.py checks they agree)."""
+        with self.strategy.scope():
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+                loss=self.loss,
+                metrics=self.metrics(),
+                jit_compile=self.jit_compile,
+            )
+        return model
+
+    @property
+    def train_ds(self) -> Any:
+        """The training batches from epoch ``initial_epoch`` on: a ``tf.data`` pipeline of crops
+        (or full images) with oversampling and flips/turns, a function of (seed, epoch) only."""
+        from .data.pipeline import dataset_from_arrays
+
+        p = self.profile
+        return dataset_from_arrays(
+            self.train_x,
+            self.train_y,
+            batch_size=self.batch_size,
+            crop_size=p.crop_size,
+            defect_crop_fraction=p.defect_crop_fraction if p.crop_size else 0.0,
+            defective_share=p.defective_share,
+            augment=True,
+            intensity_jitter=p.intensity_jitter,
+            shuffle=True,
+            repeat=True,
+            seed=int(self.config.seed),
+            steps_per_epoch=self.steps_per_epoch,
+            start_epoch=self.initial_epoch,
+        )
+
+    def callbacks(self) -> list:
+        """The run's callbacks for ``fit``: checkpoints, the time budget, progress, then the config's own."""
+        return [Checkpoints(self), TimeBudget(self), Progress(self), *self.config.callbacks]
+
+    @property
+    def fit_verbose(self) -> int:
+        """``fit``'s ``verbose``: its progress bar in notebooks and terminals, else silent (Progress prints)."""
+        return 1 if self.verbose == 1 else 0
+
+    # --- the run folder
+    def restore(self, model: Any) -> Any:
+        """Continue a resumed run: load ``last.keras``'s weights and optimizer state into ``model``
+        (compiled as the run compiles it) and the history of its completed epochs. A new run
+        saves ``last.keras`` before the first step, so a run killed in its first epoch resumes."""
+        with self.strategy.scope():
+            model.optimizer.build(model.trainable_variables)  # slots now, not inside the traced step
+            if self.config.resume:
+                _load_checkpoint(model, self.out / LAST_FILE)
+        if self.config.resume:
+            iterations = int(np.asarray(model.optimizer.iterations))
+            self.initial_epoch = iterations // self.steps_per_epoch
+            self.history = [
+                r for r in read_history(self.out / HISTORY_FILE) if r["epoch"] < self.initial_epoch
+            ]
+            self.prior_elapsed = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
+            if iterations % self.steps_per_epoch:
+                print(
+                    f"[train] warning: {self.out / LAST_FILE} stopped mid-epoch (step {iterations}); "
+                    f"continuing from epoch {self.initial_epoch}",
+                    file=sys.stderr,
+                )
+            if self.budget_s is not None and self.prior_elapsed >= self.budget_s:
+                self.epochs = self.initial_epoch  # its time is spent: fit has nothing left to do
+            scored = [r for r in self.history if math.isfinite(_score(r))]
+            if scored:
+                best = max(scored, key=_score)
+                self.best, self.best_epoch = _score(best), best["epoch"]
+        else:
+            save_model(model, self.out / LAST_FILE)
+        self.model = model
+        self._write_config()
+        if self.verbose:
+            p = self.profile
+            print(
+                f"[train] {self.out}: {len(self.train_set)} train / {len(self.val_set)} val images, classes "
+                f"{list(p.classes)}, loss {self.config.loss}, profile {p.name}, {self.steps_per_epoch} steps x "
+                f"batch {self.batch_size} per epoch, epochs {self.initial_epoch + 1}..{self.epochs}"
+                f", setup {self.setup_s:.1f}s",
+                flush=True,
+            )
+        return model
+
+    def needs_training(self) -> bool:
+        """False when a resumed run has done its epochs or spent its time budget."""
+        return self.initial_epoch < self.epochs
+
+    def elapsed(self) -> float:
+        """Training seconds, continued across resumes (setup excluded)."""
+        return self.prior_elapsed + (time.monotonic() - self.t0)
+
+    def started(self, model: Any) -> None:
+        """``fit`` begins: start the clock and catch Ctrl-C and SIGTERM."""
+        self.model, self.t0 = model, time.monotonic()
+        self.install_signal_handlers()
+        if self.signal_name:
+            model.stop_training = True
+
+    def recorded(self, epoch: int) -> bool:
+        """True when ``epoch`` completed and is the last row of the history."""
+        return bool(self.history) and self.history[-1]["epoch"] == epoch
+
+    def record_epoch(self, epoch: int, logs: dict) -> None:
+        """Validate, append the history row and save the checkpoints (a finished epoch only)."""
+        if self.batches < self.steps_per_epoch or self.nan is not None:
+            return  # an unfinished (interrupted, cut, NaN) epoch is never recorded
+        row: dict = {"epoch": epoch, **{k: float(logs.get(k, math.nan)) for k in ("loss", "iou", "dice")}}
+        row.update(validation_scores(self.model, self.val_x, self.val_y, self.loss, self.batch_size))
+        row["lr"] = float(np.asarray(self.model.optimizer.learning_rate))
+        row["elapsed_s"] = self.elapsed()
+        logs.update({k: row[k] for k in ("val_loss", "val_iou", "val_dice", "val_dice_defective", "lr")})
+        improved = _score(row) > self.best
+        # order matters: history first, then checkpoints; resume trusts last.keras' step count
+        self.history.append(row)
+        _write_history(self.out / HISTORY_FILE, self.history)
+        if improved or not (self.out / BEST_FILE).exists():
+            if improved:
+                self.best, self.best_epoch = _score(row), epoch
+            save_model(self.model, self.out / BEST_FILE)
+        save_model(self.model, self.out / LAST_FILE)
+        atomic.write_json(
+            self.out / STATE_FILE,
+            {
+                "epochs_done": epoch + 1,
+                "optimizer_iterations": int(np.asarray(self.model.optimizer.iterations)),
+                "elapsed_s": self.elapsed(),
+                "best_score": _json_float(self.best),
+                "best_epoch": self.best_epoch,
+            },
+        )
+
+    def finish(self) -> Run:
+        """After ``fit``: report a stop by signal or NaN, load the best checkpoint, evaluate it on
+        the Test split (``metrics.json``) and return the :class:`Run`."""
+        self.restore_signal_handlers()
+        keras.mixed_precision.set_global_policy(self._old_policy)
+        self._raise_if_stopped()
+        best_path = self.out / BEST_FILE if (self.out / BEST_FILE).exists() else self.out / LAST_FILE
+        with self.strategy.scope():
+            best = keras.saving.load_model(best_path, compile=True)
+        metrics = (
+            _final_metrics(best, self.test_set, self.profile, self.batch_size)
+            if self.config.evaluate_test
+            else {}
+        )
+        metrics.update(checkpoint=best_path.name, best_epoch=self.best_epoch, epochs_done=len(self.history))
+        atomic.write_json(self.out / METRICS_FILE, metrics)
+        settings = {**self.settings(), "best_epoch": self.best_epoch}
+        stopped = "time_budget" if self.budget_stop else "epochs"
+        return Run(self.out, best, list(self.history), metrics, settings, stopped)
+
+    def _raise_if_stopped(self) -> None:
+        done = len(self.history)
+        if self.signal_name:
+            raise TrainingInterrupted(
+                f"training interrupted by {self.signal_name} after {done} completed epoch(s); "
+                f"{self.out / LAST_FILE} and {self.out / HISTORY_FILE} hold the last completed epoch; "
+                f"continue with --resume (resume=True)",
+                self.signal_name,
+                self.out,
+                done,
+            )
+        if self.nan is not None:
+            epoch, batch, value = self.nan
+            lr = self.profile.learning_rate * self.replicas
+            raise TrainingError(
+                f"training loss became {value} in epoch {epoch + 1}, batch {batch + 1} "
+                f"(learning rate {lr:g}, loss {self.config.loss!r}); the last good checkpoint "
+                f"{self.out / LAST_FILE} (after {done} epoch(s)) is intact. Try a lower learning rate "
+                f"(--lr {lr / 10:g}), check the data for corrupt images or masks, or switch the loss "
+                f"(e.g. --loss bce_dice)"
+            )
+
+    # --- signals: during fit, Ctrl-C and SIGTERM ask Keras to stop after the current batch
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._old_handlers:
+            return
+
+        def handler(signum, frame):
+            name = signal.Signals(signum).name
+            if self.signal_name == "SIGINT" and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # second Ctrl-C: stop now (files of the last epoch stay intact)
+            self.signal_name = name
+            if self.model is not None:
+                self.model.stop_training = True
+            print(f"\n[train] {name} received: stopping after the current batch", file=sys.stderr, flush=True)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):
+                self._old_handlers[sig] = signal.signal(sig, handler)
+
+    def restore_signal_handlers(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        self._old_handlers = {}
+
+    # --- internals
+    def _load_arrays(self) -> None:
+        """Decode the training and validation images once, into memory (data.pipeline states the bound)."""
+        from .data.pipeline import load_arrays
+
+        size = self.profile.image_size
+        self.train_x, self.train_y = load_arrays(list(self.train_set), size=size)
+        if len(self.val_set):
+            self.val_x, self.val_y = load_arrays(list(self.val_set), size=size)
+        else:
+            self.val_x = self.val_y = np.zeros((0, size, size), np.uint8)
+
+    def settings(self) -> dict:
+        """What ``config.json`` records: the resolved configuration, data and versions."""
+        return {
+            "train_config": self.config.as_dict(),
+            "profile": self.profile.as_dict(),
+            "data_root": str(self.root),
+            "images": {"train": len(self.train_set), "val": len(self.val_set), "test": len(self.test_set)},
+            "strategy": type(self.strategy).__name__,
+            "replicas": self.replicas,
+            "global_batch_size": self.batch_size,
+            "learning_rate": self.profile.learning_rate * self.replicas,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.steps_per_epoch * self.profile.epochs,
+            "mixed_precision": self.mixed_precision,
+            "xla": self.jit_compile,
+            "onednn": onednn_enabled(),
+            "history_columns": list(HISTORY_COLUMNS),
+            "versions": _versions(),
+        }
+
+    def _write_config(self) -> None:
+        atomic.write_json(self.out / CONFIG_FILE, self.settings())  # on resume: changed epochs / max_minutes
+
+
+def _load_checkpoint(model: Any, path: Path) -> None:
+    """Weights and optimizer state of the checkpoint ``path`` into the compiled ``model``."""
+    try:
+        model.load_weights(path)
+    except Exception as exc:  # noqa: BLE001 - any reason the file cannot be read is the same to the user
+        raise TrainingError(
+            f"cannot resume from {path}: {_one_line(exc)}. Start over in a new --out folder, or "
+            f"continue from the best checkpoint by hand (model.keras)"
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join((str(exc) or type(exc).__name__).split())[:300]
+
+
+def _steps_for(n_images: int, batch_size: int) -> int:
+    from .data.pipeline import steps_for
+
+    return steps_for(n_images, batch_size)
+
+
+def train(config: TrainConfig) -> Run:
+    """Train a U-Net as ``config`` says and return the :class:`Run` (see the module docstring).
+
+    The same steps notebook 3 shows, in the same order (:class:`TrainingRun`).
+    """
+    run = TrainingRun(config)
+    try:
+        model = run.restore(run.compile(run.build_model()))
+        if run.needs_training():
+            try:
+                model.fit(
+                    run.train_ds,
+                    epochs=run.epochs,
+                    initial_epoch=run.initial_epoch,
+                    steps_per_epoch=run.steps_per_epoch,
+                    callbacks=run.callbacks(),
+                    verbose=run.fit_verbose,
+                    shuffle=False,  # the dataset shuffles, keyed by (seed, epoch)
+                )
+            finally:
+                run.restore_signal_handlers()
+    finally:
+        keras.mixed_precision.set_global_policy(run._old_policy)
+    return run.finish()
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -737,182 +997,6 @@ def cap_validation(val_set: Any, limit: int, seed: int = 0) -> Any:
     return SampleIndex([s for i, s in enumerate(samples) if i in keep], val_set.root)
 
 
-def train(config: TrainConfig) -> Run:
-    """Train a U-Net as ``config`` says and return the :class:`Run` (see the module docstring)."""
-    import keras
-    import tensorflow as tf
-
-    from . import losses as losses_mod
-    from . import metrics as metrics_mod
-    from .data.pipeline import dataset_from_arrays, load_arrays, steps_for
-    from .model import small_unet
-
-    setup_t0 = time.monotonic()
-    config = _prepare_run_dir(config)
-    profile = config.resolve_profile()
-    verbose = _verbosity(config.verbose)
-    out = config.out
-    root, train_set, val_set, test_set = _select_data(config, profile)
-
-    keras.utils.set_random_seed(int(config.seed))
-    strategy = choose_strategy(config.devices)
-    replicas = int(strategy.num_replicas_in_sync)
-    global_batch = profile.batch_size * replicas
-    lr = profile.learning_rate * replicas
-    n_train = len(train_set)
-    steps = profile.steps_per_epoch or steps_for(n_train, global_batch)
-    total_steps = steps * profile.epochs
-
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
-    use_xla = xla_for_training(profile.xla, on_gpu)
-    old_policy = keras.mixed_precision.global_policy()
-    use_mixed = bool(profile.mixed_precision and on_gpu)
-    if use_mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        # data: decoded once, kept in memory (data.pipeline documents the memory bound)
-        train_x, train_y = load_arrays(list(train_set), size=profile.image_size)
-        val_x, val_y = (
-            load_arrays(list(val_set), size=profile.image_size)
-            if len(val_set)
-            else (np.zeros((0, profile.image_size, profile.image_size), np.uint8),) * 2
-        )
-        loss_fn = losses_mod.get_loss(config.loss)
-
-        history: list[dict] = []
-        prior_elapsed = 0.0
-        with strategy.scope():
-            if config.resume:
-                model = keras.saving.load_model(out / LAST_FILE, compile=True)
-                iterations = int(np.asarray(model.optimizer.iterations))
-                initial_epoch = iterations // steps
-                history = [r for r in read_history(out / HISTORY_FILE) if r["epoch"] < initial_epoch]
-                prior_elapsed = float(history[-1]["elapsed_s"]) if history else 0.0
-                if iterations % steps:
-                    print(
-                        f"[train] warning: {out / LAST_FILE} stopped mid-epoch (step {iterations}); "
-                        f"continuing from epoch {initial_epoch}",
-                        file=sys.stderr,
-                    )
-            else:
-                model = small_unet(**{**profile.model, **config.model})
-                schedule: Any = lr
-                if profile.lr_schedule == "cosine":
-                    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps, alpha=0.01)
-                model.compile(
-                    optimizer=keras.optimizers.Adam(learning_rate=schedule),
-                    loss=loss_fn,
-                    metrics=[metrics_mod.PixelIoU(name="iou"), metrics_mod.PixelDice(name="dice")],
-                    jit_compile=use_xla,
-                )
-                # create the optimizer's slots now: building them inside the first traced step makes
-                # TensorFlow trace the training function twice
-                model.optimizer.build(model.trainable_variables)
-                initial_epoch = 0
-                _save_model(model, out / LAST_FILE)  # a resumable checkpoint before the first step
-
-        settings = {
-            "train_config": config.as_dict(),
-            "profile": profile.as_dict(),
-            "data_root": str(root),
-            "images": {"train": n_train, "val": len(val_set), "test": len(test_set)},
-            "strategy": type(strategy).__name__,
-            "replicas": replicas,
-            "global_batch_size": global_batch,
-            "learning_rate": lr,
-            "steps_per_epoch": steps,
-            "total_steps": total_steps,
-            "mixed_precision": use_mixed,
-            "xla": use_xla,
-            "onednn": onednn_enabled(),
-            "history_columns": list(HISTORY_COLUMNS),
-            "versions": _versions(),
-        }
-        atomic.write_json(out / CONFIG_FILE, settings)  # on resume: records changed epochs / max_minutes
-
-        train_ds = dataset_from_arrays(
-            train_x,
-            train_y,
-            batch_size=global_batch,
-            crop_size=profile.crop_size,
-            defect_crop_fraction=profile.defect_crop_fraction if profile.crop_size else 0.0,
-            defective_share=profile.defective_share,
-            augment=True,
-            intensity_jitter=profile.intensity_jitter,
-            shuffle=True,
-            repeat=True,
-            seed=int(config.seed),
-            steps_per_epoch=steps,
-            start_epoch=initial_epoch,
-        )
-        budget_s = profile.max_minutes * 60.0 if profile.max_minutes else None
-        recorder = _Recorder(
-            out,
-            epochs=profile.epochs,
-            steps_per_epoch=steps,
-            val_images=val_x,
-            val_masks=val_y,
-            loss_fn=loss_fn,
-            batch_size=global_batch,
-            history=history,
-            prior_elapsed=prior_elapsed,
-            budget_s=budget_s,
-            verbose=verbose,
-        )
-        recorder.model = model
-        if verbose:
-            print(
-                f"[train] {out}: {n_train} train / {len(val_set)} val images, classes "
-                f"{list(profile.classes)}, loss {config.loss}, profile {profile.name}, "
-                f"{steps} steps x batch {global_batch} per epoch, epochs {initial_epoch + 1}..{profile.epochs}"
-                f", setup {time.monotonic() - setup_t0:.1f}s",
-                flush=True,
-            )
-        if initial_epoch < profile.epochs and (budget_s is None or prior_elapsed < budget_s):
-            with _graceful_signals(recorder):
-                model.fit(
-                    train_ds,
-                    epochs=profile.epochs,
-                    initial_epoch=initial_epoch,
-                    steps_per_epoch=steps,
-                    callbacks=[_keras_callback(recorder), *config.callbacks],
-                    verbose=1 if verbose == 1 else 0,
-                    shuffle=False,  # the dataset shuffles, keyed by (seed, epoch)
-                )
-        epochs_done = len(recorder.history)
-        if recorder.signal_name:
-            raise TrainingInterrupted(
-                f"training interrupted by {recorder.signal_name} after {epochs_done} completed epoch(s); "
-                f"{out / LAST_FILE} and {out / HISTORY_FILE} hold the last completed epoch; "
-                f"continue with --resume (resume=True)",
-                recorder.signal_name,
-                out,
-                epochs_done,
-            )
-        if recorder.nan is not None:
-            epoch, batch, value = recorder.nan
-            raise TrainingError(
-                f"training loss became {value} in epoch {epoch + 1}, batch {batch + 1} "
-                f"(learning rate {lr:g}, loss {config.loss!r}); the last good checkpoint "
-                f"{out / LAST_FILE} (after {epochs_done} epoch(s)) is intact. Try a lower learning rate "
-                f"(--lr {lr / 10:g}), check the data for corrupt images or masks, or switch the loss "
-                f"(e.g. --loss bce_dice)"
-            )
-
-        best_path = out / BEST_FILE if (out / BEST_FILE).exists() else out / LAST_FILE
-        with strategy.scope():
-            best = keras.saving.load_model(best_path, compile=True)
-        metrics = _final_metrics(best, test_set, profile, global_batch) if config.evaluate_test else {}
-        metrics.update(checkpoint=best_path.name, best_epoch=recorder.best_epoch, epochs_done=epochs_done)
-        atomic.write_json(out / METRICS_FILE, metrics)
-        settings["best_epoch"] = recorder.best_epoch
-        stopped = "time_budget" if recorder.budget_stop else "epochs"
-        return Run(out, best, list(recorder.history), metrics, settings, stopped)
-    finally:
-        if use_mixed:
-            keras.mixed_precision.set_global_policy(old_policy)
-
-
 def _final_metrics(model: Any, test_set: Any, profile: Profile, batch_size: int) -> dict:
     """``infer.evaluate`` on the Test split (``{"images": 0}`` when there is none)."""
     if len(test_set) == 0:
@@ -934,9 +1018,13 @@ def _final_metrics(model: Any, test_set: Any, profile: Profile, batch_size: int)
 
 __all__ = [
     "HISTORY_COLUMNS",
+    "Checkpoints",
+    "Progress",
     "Run",
+    "TimeBudget",
     "TrainConfig",
     "TrainingInterrupted",
+    "TrainingRun",
     "choose_strategy",
     "format_epoch_line",
     "read_history",

@@ -58,10 +58,11 @@ from dagm_helpers.notebook import setup
 nb = setup()  # Python, TensorFlow and GPU; the profile and the data
 
 # %%
-import numpy as np
+import keras
+from keras import layers
 
 from dagm_helpers.infer import predict_proba
-from dagm_helpers.model import gflops, required_multiple, small_unet
+from dagm_helpers.model import gflops, small_unet
 from dagm_helpers.notebook import example_images
 from dagm_helpers.viz import show_predictions
 
@@ -91,17 +92,99 @@ from dagm_helpers.viz import show_predictions
 #   of the same resolution. The bottleneck knows *what* is there but has lost *where*; the skips
 #   bring back the fine detail needed to draw sharp defect edges.
 # * **Output**: a 1x1 convolution with a sigmoid gives one probability per pixel.
-# * **Scaling inside the model**: the first layer divides grey values by 255, so everything
-#   (training, evaluation, prediction) feeds raw pixels. The original tutorial defines such a
-#   normalisation but never connects it.
 #
+# We now write it with the Keras functional API, one piece at a time.
+
+# %% [markdown]
+# ## The building block: two 3x3 convolutions
+#
+# Every level, down or up, runs the same unit: two 3x3 convolutions with ReLU. `padding="same"`
+# keeps the map's size, so only the poolings change it. The weights start from He initialisation,
+# which is scaled for ReLU; with Keras' default (Glorot) the network sometimes "died" early in
+# training here, every output stuck at 0. Each layer gets a name, so a summary or an error message
+# says where it is (`enc2_conv1` is the first convolution of encoder level 2).
+
+
+# %%
+def conv_block(x, filters, name):
+    """Two 3x3 'same' convolutions with ReLU."""
+    x = layers.Conv2D(
+        filters, 3, padding="same", activation="relu", kernel_initializer="he_normal", name=f"{name}_conv1"
+    )(x)
+    return layers.Conv2D(
+        filters, 3, padding="same", activation="relu", kernel_initializer="he_normal", name=f"{name}_conv2"
+    )(x)
+
+
+# %% [markdown]
+# ## One level down, one level up
+#
+# Going **down**, a level convolves, keeps its result for the skip connection, and halves the size
+# with a 2x2 max-pooling (the strongest response of each 2x2 square survives). Going **up**, a
+# 2x2 transposed convolution with stride 2 doubles the size (each pixel spreads into a learned 2x2
+# patch) with half as many maps as the level has, the skip of the same size is concatenated as
+# extra channels, and the block convolves the two together.
+
+
+# %%
+def down(x, filters, name):
+    """An encoder level: the block, kept for the skip, then 2x2 max-pooling."""
+    skip = conv_block(x, filters, name)
+    return layers.MaxPooling2D(2, name=f"{name}_pool")(skip), skip
+
+
+def up(x, skip, filters, name):
+    """A decoder level: 2x2 stride-2 transposed convolution, concatenate the skip, the block."""
+    x = layers.Conv2DTranspose(filters // 2, 2, strides=2, padding="same", name=f"{name}_up")(x)
+    x = layers.Concatenate(name=f"{name}_concat")([x, skip])
+    return conv_block(x, filters, name)
+
+
+# %% [markdown]
+# ## The whole network, and its input scaling
+#
+# Four levels down, the bottleneck, four levels up, and the 1x1 sigmoid convolution, exactly as
+# drawn above. Two details deserve a word:
+#
+# * **The input is scaled inside the model.** Images arrive as grey values 0..255; networks train
+#   best on inputs of order 1. The original tutorial defines a function that divides by 255 but
+#   never calls it, so its model trains on raw values. Here the division is the model's first
+#   layer, `Rescaling(1/255)`: it is saved with the model, so training, evaluation, a reloaded
+#   `.keras` file and the command line all feed raw pixels and can never disagree about scaling.
+#   (A `Rescaling` layer rather than a `Lambda`: a saved `Lambda` holds Python code, which Keras
+#   refuses to load in its safe mode.)
+# * **The output is computed in float32**, even when the rest runs in float16 on a GPU (mixed
+#   precision, the `gpu` profile), so probabilities near 0 and 1 keep their precision.
+#
+# `Input(shape=(None, None, 1))` leaves height and width open: the same network takes any size.
+
+
+# %%
+def build_unet():
+    """The tutorial's U-Net: 16-32-64-128-256 filters, raw 0..255 grey values in, probabilities out."""
+    image = keras.Input(shape=(None, None, 1), name="image")
+    x = layers.Rescaling(1 / 255, name="rescale")(image)
+    x, skip1 = down(x, 16, "enc1")  # 512 -> 256
+    x, skip2 = down(x, 32, "enc2")  # 256 -> 128
+    x, skip3 = down(x, 64, "enc3")  # 128 -> 64
+    x, skip4 = down(x, 128, "enc4")  # 64 -> 32
+    x = conv_block(x, 256, "bottleneck")
+    x = up(x, skip4, 128, "dec4")  # 32 -> 64
+    x = up(x, skip3, 64, "dec3")  # 64 -> 128
+    x = up(x, skip2, 32, "dec2")  # 128 -> 256
+    x = up(x, skip1, 16, "dec1")  # 256 -> 512
+    mask = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+    return keras.Model(image, mask, name="small_unet")
+
+
+# %% [markdown]
 # **Why sizes divisible by 16.** Four poolings halve the image four times: 512 → 256 → 128 → 64 →
 # 32. On the way up, each upsampled map must have exactly the size of the encoder map it is
 # concatenated with, which holds only if every halving was exact, that is if the side is divisible
 # by $2^4 = 16$.
 #
 # **No dense layer, so any size works.** Every layer is a convolution, pooling or concatenation;
-# none has a weight per pixel. The same weights therefore apply to a 512x512 image, a 256x256 crop
+# none has a weight per pixel. The same weights therefore apply to a 512x512 image, a 160x160 crop
 # (which is how the cpu profile trains quickly) or a 500x500 photo, which the prediction helper
 # pads to 512 and crops back.
 
@@ -109,7 +192,7 @@ from dagm_helpers.viz import show_predictions
 # ## Build it and count the parameters
 
 # %%
-model = small_unet()
+model = build_unet()
 model.summary(line_length=110)
 
 # %% [markdown]
@@ -123,8 +206,6 @@ model.summary(line_length=110)
 print(f"{model.count_params():,} parameters")
 
 # %%
-assert model.count_params() == 1_755_737
-assert required_multiple(model) == 16
 print(f"one forward pass at 512x512 costs {gflops(model, 512):.1f} GFLOP")
 
 # %% [markdown]
@@ -135,9 +216,15 @@ print(f"one forward pass at 512x512 costs {gflops(model, 512):.1f} GFLOP")
 
 # %%
 images, masks = example_images(nb, split="Test", n=1, defective=True, size=512)
-probs = predict_proba(model, images)
-assert images.shape == (1, 512, 512) and probs.shape == (1, 512, 512)
-assert np.all((probs >= 0) & (probs <= 1))
+probs = model.predict(images[..., None], verbose=0)[..., 0]
+print(
+    "image",
+    images.shape,
+    "->",
+    "probabilities",
+    probs.shape,
+    f"between {probs.min():.2f} and {probs.max():.2f}",
+)
 fig = show_predictions(images, masks, probs, title="Untrained network at 512x512")
 
 # %% [markdown]
@@ -154,31 +241,39 @@ except Exception as error:  # noqa: BLE001 - showing the failure is the point
     print("direct call fails:", type(error).__name__)
 
 # %% [markdown]
-# `predict_proba` pads the image (by reflection) to the next multiple of 16, runs the network and
-# crops the result back, so the mask has the input's own size.
+# `predict_proba` from the helper package pads the image (by reflection) to the next multiple of
+# 16, runs the network and crops the result back, so the mask has the input's own size. Large
+# images are cut into overlapping tiles.
 
 # %%
 odd_probs = predict_proba(model, odd[None])
-assert odd_probs.shape == (1, 333, 500), odd_probs.shape
 print("probabilities of shape", odd_probs.shape)
 
 # %% [markdown]
-# ## One option the CPU recipe uses: batch normalisation
+# ## The same network from the helper package, and its options
 #
-# `small_unet(batch_norm=True)` puts a batch-normalisation layer between every 3x3 convolution
-# and its ReLU (and drops the convolution's bias, which the normalisation's shift replaces). The
-# network is otherwise the same. The tutorial trains without it, which is fine for 50 epochs on a
-# GPU; on two CPU cores, with about 150 training steps to spend, the plain network spends its first
-# hundred or more steps predicting "no defect anywhere", while the normalised one starts finding
-# defects within a few dozen. The `cpu` profile therefore trains this variant
+# The later notebooks and the command line build the network with `dagm_helpers.model.small_unet`.
+# Called without arguments it is *this* network, layer for layer: the same layers with the same
+# settings, computing the same outputs from the same weights (the project's tests check it).
+# Its options change one thing each: `filters`, `width` and `depth` scale it, `dropout`,
+# `upsampling="bilinear"` and `block="dense"` swap a part.
+#
+# One option matters here: `batch_norm=True` puts a batch-normalisation layer between every 3x3
+# convolution and its ReLU (and drops the convolution's bias, which the normalisation's shift
+# replaces). The tutorial trains without it, which is fine for 50 epochs on a GPU; on two CPU
+# cores, with a few hundred training steps to spend, the plain network spends its first hundred
+# or more steps predicting "no defect anywhere", while the normalised one starts finding defects
+# within a few dozen. The `cpu` profile therefore trains this variant
 # ([docs/training_recipe.md](../docs/training_recipe.md) has the measurements).
 
 # %%
+same = small_unet()
 bn_model = small_unet(batch_norm=True)
+print(f"small_unet(): {same.count_params():,} parameters, the network above")
 print(
-    f"with batch norm: {bn_model.count_params():,} parameters ({bn_model.count_params() - model.count_params():+,})"
+    f"small_unet(batch_norm=True): {bn_model.count_params():,} ({bn_model.count_params() - same.count_params():+,})"
 )
-assert bn_model.count_params() > model.count_params()
+print("one normalised block:", [layer.__class__.__name__ for layer in bn_model.layers[2:5]])
 
 # %% [markdown]
 # **Next:** [3. Train with binary cross-entropy](03_train_with_bce.ipynb).

@@ -60,8 +60,14 @@ nb = setup()  # Python, TensorFlow and GPU; the profile and the data
 # %%
 import math
 
-from dagm_helpers.notebook import check_run, example_images, run_config, validation_figure
-from dagm_helpers.training import train
+import keras
+from keras import ops
+
+from dagm_helpers.losses import PixelBCE
+from dagm_helpers.metrics import PixelDice, PixelIoU
+from dagm_helpers.model import small_unet
+from dagm_helpers.notebook import example_images, run_config, validation_figure
+from dagm_helpers.training import Checkpoints, Progress, TimeBudget, TrainingRun
 from dagm_helpers.viz import foreground_share, plot_history
 
 # %% [markdown]
@@ -72,9 +78,27 @@ from dagm_helpers.viz import foreground_share, plot_history
 #
 # $$\mathcal{L}_{\mathrm{BCE}} = -\frac{1}{N}\sum_{i=1}^{N}\Big[\,y_i \log p_i + (1 - y_i)\log(1 - p_i)\Big].$$
 #
-# Every pixel counts the same. That is its problem here: when only a fraction $\pi$ of the pixels
-# are defect pixels, a network that ignores the image and predicts $p_i = \pi$ everywhere already
-# reaches the loss
+# In Keras 3 code, with `keras.ops` (which runs on any backend): the probabilities are kept a hair
+# away from 0 and 1 so that the logarithms stay finite, and everything is computed in float32,
+# also when the network itself runs in float16 on a GPU.
+
+
+# %%
+def bce_loss(y_true, y_pred, eps=1e-7):
+    """Binary cross-entropy averaged over every pixel of the batch."""
+    y = ops.cast(y_true, "float32")
+    p = ops.clip(ops.cast(y_pred, "float32"), eps, 1.0 - eps)
+    return ops.mean(-(y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p)))
+
+
+# %% [markdown]
+# The package has the same loss as a Keras `Loss` class, `PixelBCE` (the tests check that the two
+# agree). Training uses the class: a model saved with it names its loss, so the checkpoint loads
+# back with its optimizer, which is what resuming needs.
+#
+# Every pixel counts the same. That is BCE's problem here: when only a fraction $\pi$ of the
+# pixels are defect pixels, a network that ignores the image and predicts $p_i = \pi$ everywhere
+# already reaches the loss
 #
 # $$H(\pi) = -\pi\log\pi - (1-\pi)\log(1-\pi),$$
 #
@@ -84,9 +108,11 @@ from dagm_helpers.viz import foreground_share, plot_history
 # %%
 train_images, train_masks = example_images(nb, split="Train", n=None, defective=None)
 pi = foreground_share(train_masks)["pixel_share"]
-trivial_loss = -pi * math.log(pi) - (1 - pi) * math.log(1 - pi)
-print(f"defect pixels: {100 * pi:.2f}%  ->  BCE of the constant prediction p = {pi:.4f}: {trivial_loss:.4f}")
-print(f"(for comparison, an untrained network predicting 0.5 everywhere scores log 2 = {math.log(2):.4f})")
+print(f"defect pixels: {100 * pi:.2f}%")
+print(
+    f"BCE of the constant prediction p = {pi:.4f}: {float(bce_loss(train_masks, ops.full(train_masks.shape, pi))):.4f}"
+)
+print(f"BCE of predicting 0.5 everywhere (an untrained network): {math.log(2):.4f}")
 
 # %% [markdown]
 # A loss of a few hundredths therefore does not mean the network finds defects: watch the
@@ -94,30 +120,92 @@ print(f"(for comparison, an untrained network predicting 0.5 everywhere scores l
 # defect pixels, is 0 for a network that predicts no defect at all, however low its loss.)
 
 # %% [markdown]
-# ## Training
+# ## The run: data, schedule and a folder that survives a disconnect
 #
-# `run_config` holds every setting the series trains with (profile, data, seed 0, run folder
-# `runs/bce`), so notebook 4 differs only in the loss. The `gpu` profile is the tutorial's recipe
-# (full images, Adam 1e-4, batch 10, 50 epochs). The `cpu` profile has to learn in minutes on two
-# cores, and three changes, each measured, make that possible:
+# `run_config` holds every setting the series trains with (profile, data, seed 0, the run folder
+# `runs/bce`), so notebook 4 differs only in the loss. `TrainingRun` then does the preparation
+# that is the same for every training: it splits the training images into training and
+# validation images (seeded, so both notebooks hold out the same ones), decodes them once into
+# memory, and sets the schedule. The `gpu` profile is the tutorial's recipe (full images, Adam
+# 1e-4, batch 10, 50 epochs). The `cpu` profile has to learn in minutes on two cores, and three
+# changes, each measured, make that possible:
 #
 # * **crops**: the network is fully convolutional, so it trains on random 160x160 crops, 20 per
 #   batch (a tenth of the work per sample; many small crops taught it more per second than a few
 #   256x256 ones), and is still validated and tested on full 512x512 images;
 # * **oversampling**: only about one image in seven has a defect, so half of the training crops are
 #   drawn from defective images, most of them centred near the defect;
-# * **batch normalisation** after every convolution (`small_unet(batch_norm=True)`): the plain
-#   network sat at "no defect anywhere" for its first few hundred steps, the normalised one starts
-#   finding defects within a few dozen.
+# * **batch normalisation** after every convolution (`small_unet(batch_norm=True)`, notebook 2):
+#   the plain network sat at "no defect anywhere" for its first few hundred steps, the normalised
+#   one starts finding defects within a few dozen.
 #
-# Progress appears below as it trains.
+# If the run folder already holds an unfinished run with these settings (Colab disconnected, the
+# kernel restarted), the run continues it instead of starting over.
 
 # %%
-config = run_config(nb, "bce")
-run = train(config)
+run = TrainingRun(run_config(nb, "bce"))
+print(
+    f"{len(run.train_set)} training and {len(run.val_set)} validation images; "
+    f"{run.epochs} epochs of {run.steps_per_epoch} steps with batches of {run.batch_size}"
+)
+
+# %% [markdown]
+# ## The model, compiled
+#
+# `compile` ties the network to how it learns:
+#
+# * **the optimizer**: Adam, at the profile's learning rate; in the `cpu` profile the rate decays
+#   along a cosine to 1% of its start over the run (`run.learning_rate` is that schedule);
+# * **the loss**: the BCE written above;
+# * **the metrics** reported after every batch: pixel IoU and Dice at threshold 0.5, pooled over
+#   all pixels of the epoch;
+# * **`jit_compile`**: whether XLA compiles the training step (on a GPU it does; on a CPU the
+#   profile decides).
+#
+# The `strategy.scope()` matters only with several GPUs or a TPU, where every weight must be made
+# on each device; on one device it changes nothing.
 
 # %%
-print(check_run(run, nb.profile))  # finite losses, falling training loss, metrics within [0, 1]
+with run.strategy.scope():
+    model = small_unet(**run.profile.model)  # notebook 2's network; batch norm in the cpu profile
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=run.learning_rate),
+        loss=PixelBCE(),
+        metrics=[PixelIoU(name="iou"), PixelDice(name="dice")],
+        jit_compile=run.jit_compile,
+    )
+
+# %% [markdown]
+# ## `fit`
+#
+# `run.train_ds` is the `tf.data` pipeline of training batches: random crops (or full images),
+# oversampled defects, flips and 90° turns, a function of the seed and the epoch only, so a resumed
+# run sees exactly the batches an uninterrupted one would have. Three callbacks from the package
+# do the bookkeeping around `fit`:
+#
+# * `Checkpoints(run)`: after every epoch it scores the full-size validation images, appends a row
+#   to `runs/bce/history.csv` and saves `model.keras` (the best epoch so far) and `last.keras`
+#   (with the optimizer's state: what a resumed run continues from). It stops on a NaN loss, and
+#   "Interrupt kernel" stops after the current batch with the last epoch's files intact;
+# * `TimeBudget(run)`: stops at the end of the epoch in which the profile's time budget runs out;
+# * `Progress(run)`: one line per epoch in logs, where a progress bar would be noise.
+#
+# `run.restore(model)` loads the weights and optimizer state of an interrupted run (and otherwise
+# saves a first checkpoint, so that even a run killed in its first epoch can resume).
+
+# %%
+run.restore(model)
+history = model.fit(
+    run.train_ds,
+    epochs=run.epochs,
+    initial_epoch=run.initial_epoch,
+    steps_per_epoch=run.steps_per_epoch,
+    callbacks=[Checkpoints(run), TimeBudget(run), Progress(run)],
+    verbose=run.fit_verbose,
+    shuffle=False,  # run.train_ds shuffles itself, by seed and epoch
+)
+bce = run.finish()  # the best checkpoint, the history of every epoch, and what stopped the run
+print(f"best epoch {bce.best_epoch + 1} of {len(bce.history)}; stopped by: {bce.stopped}")
 
 # %% [markdown]
 # ## Curves
@@ -125,7 +213,7 @@ print(check_run(run, nb.profile))  # finite losses, falling training loss, metri
 # Training loss (solid) and validation loss (dashed) on the left; validation IoU on the right.
 
 # %%
-fig = plot_history({"bce": run.history}, metrics=("loss", "val_iou"), title="BCE: loss and validation IoU")
+fig = plot_history({"bce": bce.history}, metrics=("loss", "val_iou"), title="BCE: loss and validation IoU")
 
 # %% [markdown]
 # ## Predictions on validation images
@@ -136,10 +224,11 @@ fig = plot_history({"bce": run.history}, metrics=("loss", "val_iou"), title="BCE
 # picks a better threshold on the validation set.
 
 # %%
-fig = validation_figure(nb, run.model, title="BCE model on validation images")
+fig = validation_figure(nb, bce.model, title="BCE model on validation images")
 
 # %% [markdown]
 # The test split stays untouched until notebook 5, which evaluates this model next to the Dice
-# model's, each at a threshold chosen on the validation images.
+# model's, each at a threshold chosen on the validation images. The same training runs from a
+# terminal as `python -m dagm_helpers train --loss bce --out runs/bce`.
 #
 # **Next:** [4. Train with the Dice loss](04_train_with_dice.ipynb).

@@ -59,11 +59,15 @@ from dagm_helpers.notebook import setup
 nb = setup()  # Python, TensorFlow and GPU; the profile and the data
 
 # %%
+import keras
 import numpy as np
+from keras import ops
 
-from dagm_helpers.losses import DiceLoss, TutorialDiceLoss
-from dagm_helpers.notebook import check_run, run_config, validation_figure
-from dagm_helpers.training import train
+from dagm_helpers.losses import DiceLoss
+from dagm_helpers.metrics import PixelDice, PixelIoU
+from dagm_helpers.model import small_unet
+from dagm_helpers.notebook import run_config, validation_figure
+from dagm_helpers.training import Checkpoints, Progress, TimeBudget, TrainingRun
 from dagm_helpers.viz import plot_history
 
 # %% [markdown]
@@ -80,9 +84,19 @@ from dagm_helpers.viz import plot_history
 #
 # $$\mathcal{L}_{\mathrm{Dice}} = 1 - \frac{2\sum_i p_i y_i + s}{\sum_i p_i + \sum_i y_i + s}, \qquad s = 1.$$
 #
-# The sums run over all pixels of the whole batch (one value per batch, as in the tutorial; a
-# per-image variant is available with `DiceLoss(per_image=True)`).
-#
+# The sums run over all pixels of the whole batch: one value per batch, as in the tutorial. In
+# `keras.ops`, computed in float32 whatever precision the network runs in:
+
+
+# %%
+def dice_loss(y_true, y_pred, smooth=1.0):
+    """1 - (2 sum(p y) + s) / (sum(p) + sum(y) + s), summed over every pixel of the batch."""
+    y = ops.cast(y_true, "float32")
+    p = ops.cast(y_pred, "float32")
+    return 1.0 - (2.0 * ops.sum(p * y) + smooth) / (ops.sum(p) + ops.sum(y) + smooth)
+
+
+# %% [markdown]
 # **Add-one smoothing.** Most batches contain defect-free images, and a batch can be entirely
 # defect-free. Without $s$ such a batch gives $0/0$ when the network (correctly) predicts nothing.
 # Adding $s = 1$ to numerator and denominator, as Laplace's add-one rule does for counts, makes it
@@ -95,32 +109,74 @@ from dagm_helpers.viz import plot_history
 # way, but Dice is always the larger number (IoU 0.5 is Dice 0.67) and their averages over images
 # differ. We train with Dice and report both.
 #
-# **Why not the tutorial's own formula.** The tutorial computes
-# $2(|A \cap B| + s)/(|A| + |B| + s)$ and minimises its negative. The smoothing term is doubled in
-# the numerator, so the "coefficient" is not bounded by 1: two empty masks score 2, and an empty
-# prediction on a clean batch beats a perfect prediction on a defective one. The project uses the
-# standard form by default and keeps the tutorial's as `loss="tutorial_dice"` for reproducing it.
-# Checking both on an empty truth and an empty prediction:
+# ## What the original tutorial wrote, and what is wrong with it
+#
+# The tutorial's version, translated from the old Keras backend (`K.sum`, `K.flatten`) to
+# `keras.ops`. The tutorial calls it "IOU", although it computes a Dice coefficient:
+
+
+# %%
+def tutorial_dice_coefficient(y_true, y_pred, smooth=1.0):
+    """The tutorial's "IOU": 2 (sum(p y) + s) / (sum(p) + sum(y) + s). Its loss is minus this."""
+    y = ops.cast(y_true, "float32")
+    p = ops.cast(y_pred, "float32")
+    return 2.0 * (ops.sum(p * y) + smooth) / (ops.sum(p) + ops.sum(y) + smooth)
+
+
+# %% [markdown]
+# Two things are wrong with it:
+#
+# * **The smoothing is doubled in the numerator**, $2(|A \cap B| + s)$ instead of
+#   $2|A \cap B| + s$, so the "coefficient" is not bounded by 1. Two empty masks score 2: a batch
+#   without defects, predicted empty, beats a perfect prediction on a defective batch (score
+#   about 1), so the loss rewards clean batches more than finding defects.
+# * **The name**: it is a Dice coefficient, not an IoU. The two differ (IoU 0.5 is Dice 0.67), and a
+#   table that calls its Dice "IoU" overstates the overlap.
+#
+# Checking both on a clean batch predicted empty, and on a defect predicted perfectly:
 
 # %%
 empty = np.zeros((2, 32, 32, 1), dtype="float32")
-smoothed = float(DiceLoss()(empty, empty))
-tutorial = -float(TutorialDiceLoss()(empty, empty))
-print(f"smoothed Dice loss, both empty: {smoothed:.3f}   tutorial's coefficient, both empty: {tutorial:.3f}")
-assert abs(smoothed) < 1e-6 and abs(tutorial - 2.0) < 1e-6
+defect = empty.copy()
+defect[:, 8:24, 8:24] = 1.0
+for what, y in (("clean batch, predicted empty", empty), ("defect, predicted perfectly", defect)):
+    print(
+        f"{what:>30}: smoothed Dice loss {float(dice_loss(y, y)):.4f}, "
+        f"tutorial's coefficient {float(tutorial_dice_coefficient(y, y)):.4f}"
+    )
+
+# %% [markdown]
+# The package holds the standard form as the Keras `Loss` class `DiceLoss` (the tests check that it
+# equals `dice_loss` above), and the tutorial's as `loss="tutorial_dice"`, for reproducing it.
 
 # %% [markdown]
 # ## Training
 #
-# The same `run_config` as notebook 3 (same profile, data, seed and time budget), with
-# `loss="dice"`; the run goes to `runs/dice`.
+# Exactly notebook 3's steps: the same `run_config` (same profile, data, seed and time budget) with
+# the loss changed, the run in `runs/dice`.
 
 # %%
-config = run_config(nb, "dice")
-run = train(config)
-
-# %%
-print(check_run(run, nb.profile))  # finite losses, falling training loss, metrics within [0, 1]
+run = TrainingRun(run_config(nb, "dice"))
+with run.strategy.scope():
+    model = small_unet(**run.profile.model)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=run.learning_rate),
+        loss=DiceLoss(),
+        metrics=[PixelIoU(name="iou"), PixelDice(name="dice")],
+        jit_compile=run.jit_compile,
+    )
+run.restore(model)
+history = model.fit(
+    run.train_ds,
+    epochs=run.epochs,
+    initial_epoch=run.initial_epoch,
+    steps_per_epoch=run.steps_per_epoch,
+    callbacks=[Checkpoints(run), TimeBudget(run), Progress(run)],
+    verbose=run.fit_verbose,
+    shuffle=False,  # run.train_ds shuffles itself, by seed and epoch
+)
+dice = run.finish()
+print(f"best epoch {dice.best_epoch + 1} of {len(dice.history)}; stopped by: {dice.stopped}")
 
 # %% [markdown]
 # ## Curves
@@ -130,7 +186,7 @@ print(check_run(run, nb.profile))  # finite losses, falling training loss, metri
 # draws both models on the same axes.
 
 # %%
-fig = plot_history({"dice": run.history}, metrics=("loss", "val_iou"), title="Dice: loss and validation IoU")
+fig = plot_history({"dice": dice.history}, metrics=("loss", "val_iou"), title="Dice: loss and validation IoU")
 
 # %% [markdown]
 # ## Predictions on validation images
@@ -139,7 +195,7 @@ fig = plot_history({"dice": run.history}, metrics=("loss", "val_iou"), title="Di
 # 1 (the loss rewards committing to a region), so the threshold matters less than with BCE.
 
 # %%
-fig = validation_figure(nb, run.model, title="Dice model on validation images")
+fig = validation_figure(nb, dice.model, title="Dice model on validation images")
 
 # %% [markdown]
 # **Next:** [5. Compare BCE and Dice, and inspect the edges](05_compare_and_inspect_edges.ipynb).

@@ -63,10 +63,9 @@ nb = setup()  # Python, TensorFlow and GPU; the profile and the data
 import numpy as np
 from IPython.display import Markdown, display
 
-from dagm_helpers.atomic import atomic_path
 from dagm_helpers.data.images import read_image
 from dagm_helpers.data.layout import scan
-from dagm_helpers.infer import evaluate, load_model, predict_proba
+from dagm_helpers.infer import evaluate, load_model, predict_proba, save_model
 from dagm_helpers.metrics import best_threshold
 from dagm_helpers.notebook import ensure_run, example_images
 from dagm_helpers.viz import comparison_table, plot_history, prediction_browser, show_predictions, static_grid
@@ -110,7 +109,6 @@ chosen = {
 thresholds = {name: threshold for name, (threshold, _) in chosen.items()}
 for name, (threshold, score) in chosen.items():
     print(f"{name:>4}: threshold {threshold:.2f} gives validation Dice {score:.3f}")
-assert all(0.0 < t < 1.0 for t in thresholds.values())
 
 # %% [markdown]
 # ## Claim 2: Dice reaches a better IoU, on the test split
@@ -132,7 +130,6 @@ results = {
     name: evaluate(run.model, test, threshold=thresholds[name], image_size=nb.profile.image_size)
     for name, run in runs.items()
 }
-assert all(v is None or 0.0 <= v <= 1.0 for r in results.values() for v in (r[k] for k in table_keys))
 display(Markdown(comparison_table(results, keys=table_keys)))
 
 # %% [markdown]
@@ -149,7 +146,6 @@ display(Markdown(comparison_table(results, keys=table_keys)))
 # %%
 test_images, test_masks = example_images(nb, split="Test", n=8, defective=True)
 test_probs = {name: predict_proba(run.model, test_images) for name, run in runs.items()}
-assert all(p.shape == test_images.shape for p in test_probs.values())
 browser = prediction_browser(test_images, test_masks, test_probs, threshold=thresholds["dice"])
 display(browser)
 
@@ -168,7 +164,6 @@ best = max(chosen, key=lambda name: chosen[name][1])
 sample = test.filter(defective=True)[0]
 new_image = read_image(sample.image_path, policy="none")[6:506, 6:506]
 new_prob = predict_proba(runs[best].model, new_image)
-assert new_image.shape == new_prob.shape == (500, 500)
 fig = show_predictions(
     new_image[None], None, new_prob[None], threshold=thresholds[best], n=1, title=f"{best} model, 500x500"
 )
@@ -183,10 +178,10 @@ fig = show_predictions(
 
 # %%
 model_path = nb.runs_dir / "dagm_unet.keras"
-with atomic_path(model_path) as tmp:
-    runs[best].model.save(tmp)
+save_model(runs[best].model, model_path)
 reloaded = load_model(model_path)
-assert np.allclose(predict_proba(reloaded, new_image), new_prob, atol=1e-5)
+difference = np.abs(predict_proba(reloaded, new_image) - new_prob).max()
+print(f"reloaded: the probabilities differ by at most {difference:.1e}")
 print(f"saved {model_path}; predict a folder of images of any size with:")
 print(
     f"  python -m dagm_helpers predict --model {model_path} --input IMAGES/ --out predictions/ --threshold {thresholds[best]:.2f}"

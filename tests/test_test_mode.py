@@ -35,7 +35,7 @@ else:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUP_CALL = "nb = setup()"
-TRAINING_CALLS = ("train(", "ensure_run(", "compare(")
+TRAINING_CALLS = ("train(", "ensure_run(", "compare(", ".fit(")
 
 
 def test_conftest_exported_smoke_and_private_folders():

@@ -162,30 +162,29 @@ def test_time_budget_stops_after_the_epoch(data, tmp_path):
 
 def test_budget_cuts_an_overlong_epoch_and_discards_it(tmp_path):
     """Past 1.25 x budget + 30 s, an epoch stops after the current batch and is not recorded."""
+    import types
 
     class Model:
         stop_training = False
 
     prior = [{"epoch": 0, "loss": 1.0, "val_dice_defective": 0.5, "elapsed_s": 100.0}]
-    rec = train_mod._Recorder(
-        tmp_path,
-        epochs=5,
-        steps_per_epoch=10,
-        val_images=np.zeros((0, 8, 8), np.uint8),
-        val_masks=np.zeros((0, 8, 8), np.uint8),
-        loss_fn=None,
-        batch_size=2,
-        history=list(prior),
-        prior_elapsed=100.0,
+    run = types.SimpleNamespace(
+        out=tmp_path,
         budget_s=50.0,  # 1.25 * 50 + 30 = 92.5 s < 100 s already spent
-        verbose=0,
+        history=list(prior),
+        batches=1,
+        steps_per_epoch=10,
+        epochs=5,
+        nan=None,
+        budget_stop=None,
+        elapsed=lambda: 100.0,
     )
-    rec.model = Model()
-    rec.on_epoch_begin(1)
-    rec.on_train_batch_end(0, {"loss": 0.9})
-    assert rec.model.stop_training and rec.budget_stop == "cut"
-    rec.on_epoch_end(1, {"loss": 0.9})
-    assert rec.history == prior and not (tmp_path / "history.csv").exists()
+    budget = train_mod.TimeBudget(run)
+    budget.set_model(Model())
+    budget.on_train_batch_end(0, {"loss": 0.9})
+    assert budget.model.stop_training and run.budget_stop == "cut"
+    train_mod.TrainingRun.record_epoch(run, 1, {"loss": 0.9})  # the cut epoch: 1 of 10 batches
+    assert run.history == prior and not (tmp_path / "history.csv").exists()
 
 
 # ----------------------------------------------------------------------------- NaN
