@@ -25,7 +25,11 @@ def pytest_collection_modifyitems(session, config, items):
     import json
     from pathlib import Path
 
-    from dagm_helpers.notebook import ATTACH_REPORT_ENV, attach_expected_outputs, load_expected_outputs
+    from dagm_helpers.tooling.notebooks import (
+        ATTACH_REPORT_ENV,
+        attach_expected_outputs,
+        load_expected_outputs,
+    )
 
     notebooks = {}
     for item in items:

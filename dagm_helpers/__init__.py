@@ -107,12 +107,17 @@ _EXPORTS: dict[str, str] = {
     # notebook
     "setup": "notebook",
     "runs_dir": "notebook",
-    # series
-    "run_series": "series",
-    # fast
-    "fast_predictor": "fast",
-    # bench
-    "run_benchmark": "bench",
+    "save_model": "infer",
+    "TrainingRun": "training",
+    "Checkpoints": "training",
+    "TimeBudget": "training",
+    "Progress": "training",
+    "holdout_split": "data.holdout",
+    # maintainers' tools
+    "run_series": "tooling.series",
+    # the optional speed package (dagm_helpers.speed, plugged in through dagm_helpers.hooks)
+    "fast_predictor": "speed.fast",
+    "run_benchmark": "speed.bench",
 }
 
 

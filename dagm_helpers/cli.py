@@ -16,7 +16,9 @@ import json
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
+from .config import LOSS_CHOICES
 from .errors import DagmError
 from .runtime import import_tensorflow
 
@@ -57,6 +59,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_holdout(args: argparse.Namespace) -> int:
+    from .data.holdout import HOLDOUT_NOTE, holdout_split
+
+    out = holdout_split(args.data, classes=args.classes, fraction=args.fraction, out=args.out)
+    print((out / HOLDOUT_NOTE).read_text().rstrip())
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- model
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig, TrainingInterrupted, train
@@ -84,13 +94,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .infer import predict_files
+    from .infer import model_threshold, predict_files
 
     out = predict_files(
         args.model,
         args.input,
         args.out,
-        threshold=args.threshold,
+        threshold=model_threshold(args.model, args.threshold),
         batch_size=args.batch_size,
         fast=args.fast,
         precision=args.precision,
@@ -103,7 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export_ncnn(args: argparse.Namespace) -> int:
     from .infer import load_model
     from .model import required_multiple
-    from .ncnn_export import INPUT_BLOB, to_ncnn, write_ncnn
+    from .speed.ncnn_export import INPUT_BLOB, to_ncnn, write_ncnn
 
     model = load_model(args.model)
     net = to_ncnn(model)
@@ -126,7 +136,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_benchmark
+    from .speed.bench import run_benchmark
 
     result = run_benchmark(quick=args.quick, baseline_minutes=args.baseline_minutes)
     if args.json:
@@ -138,7 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_series(args: argparse.Namespace) -> int:
-    from .series import run_series
+    from .tooling.series import run_series
 
     out = run_series(out=args.out, profile=args.profile, notebooks=args.notebooks)
     print(f"executed notebooks and HTML are in {out}")
@@ -155,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _data_commands(sub)
+    _model_commands(sub)
+    _tool_commands(sub)
+    return parser
+
+
+def _data_commands(sub: Any) -> None:
+    """download, info, synth, holdout."""
     p = sub.add_parser("download", help="download and verify DAGM 2007 class archives")
     p.add_argument("--dest", default=None, help="folder to unpack into (default: $DAGM_HOME/dagm2007)")
     p.add_argument("--classes", type=int, nargs="+", default=list(range(1, 11)), metavar="N")
@@ -179,11 +197,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser(
+        "holdout",
+        help="hold out part of a Train split as Test (links, official layout), to develop on real data",
+    )
+    p.add_argument("--data", required=True, help="a DAGM folder")
+    p.add_argument("--classes", type=int, nargs="+", required=True, metavar="N")
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=0.3,
+        help="the last share of the ids held out, per kind (default 0.3)",
+    )
+    p.add_argument("--out", required=True, help="a new folder")
+    p.set_defaults(func=cmd_holdout)
+
+
+def _model_commands(sub: Any) -> None:
+    """train, evaluate, predict, export-ncnn."""
     p = sub.add_parser("train", help="train the U-Net")
     _add_train_args(p)
     p.add_argument("--out", required=True, help="run folder (config, history, checkpoints, metrics)")
     p.add_argument("--loss", default="dice", choices=LOSS_CHOICES)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        default=None,
+        help="dtype policy to train in (default: float16 on a GPU in the gpu profile, else float32; "
+        "mixed_bfloat16 pays on CPUs with AMX or AVX512-BF16)",
+    )
     p.set_defaults(func=cmd_train, tensorflow=True)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a split")
@@ -193,7 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
     p.add_argument("--split", default="Test", choices=["Train", "Test"])
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="probability threshold (default: the one the model's training run chose on validation "
+        "images, from metrics.json beside it; else 0.5)",
+    )
     p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -203,7 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True)
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="probability threshold (default: the one the model's training run chose on validation "
+        "images, from metrics.json beside it; else 0.5)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
         "--fast",
@@ -233,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output stem: writes STEM.param and STEM.bin")
     p.set_defaults(func=cmd_export_ncnn, tensorflow=True)
 
+
+def _tool_commands(sub: Any) -> None:
+    """compare, bench, series."""
     p = sub.add_parser("compare", help="train several losses on identical data and seeds, and compare")
     _add_train_args(p)
     p.add_argument("--losses", nargs="+", default=["bce", "dice"], choices=LOSS_CHOICES)
@@ -262,39 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--notebooks", nargs="*", default=None, help="only these notebooks (default: all, in order)"
     )
     p.set_defaults(func=cmd_series)
-    return parser
-
-
-LOSS_CHOICES = ["bce", "dice", "bce_dice", "focal_tversky", "tutorial_dice"]
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .config import RECIPE_OPTIONS
+
     p.add_argument(
         "--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)"
     )
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
     p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--crop-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument(
-        "--steps-per-epoch", type=int, default=None, help="optimizer steps per epoch (default: the profile's)"
-    )
-    p.add_argument(
-        "--defect-crop-fraction",
-        type=float,
-        default=None,
-        help="share of crops from defective images centred near a defect (default: the profile's)",
-    )
-    p.add_argument(
-        "--defective-share",
-        type=float,
-        default=None,
-        help="share of training samples drawn from defective images (oversampling; default: the profile's)",
-    )
+    for option in RECIPE_OPTIONS:  # the recipe's settings, declared once in config.RECIPE_OPTIONS
+        flag = "--" + option.name.replace("_", "-")
+        p.add_argument(flag, type=option.type, default=None, help=f"{option.help} (default: the profile's)")
     p.add_argument(
         "--batch-norm",
         action=argparse.BooleanOptionalAction,
@@ -308,11 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .fast import enable_onednn
+    from . import hooks
 
-    # before anything imports TensorFlow: ~1.3x on CPUs where it is off by default (bench measures
-    # in processes of its own, the tutorial's way without this switch)
-    enable_onednn()
+    # before anything imports TensorFlow (in this process or the bench's children): an accelerator
+    # turns on oneDNN where TensorFlow leaves it off (~1.3x; the bench measures the tutorial's way
+    # in processes of its own, without this switch)
+    hooks.before_tensorflow()
     try:
         if getattr(args, "tensorflow", False):
             # TensorFlow's C++ start-up lines (CUDA probing on CPU machines) would hide the real

@@ -20,6 +20,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 PROFILE_NAMES: tuple[str, ...] = ("smoke", "cpu", "gpu")
+#: the losses a run can train with (dagm_helpers.losses.get_loss builds them)
+LOSS_CHOICES: tuple[str, ...] = ("bce", "dice", "bce_dice", "focal_tversky", "tutorial_dice")
 PROFILE_ENV = "DAGM_PROFILE"
 DATA_ENV = "DAGM_DIR"
 HOME_ENV = "DAGM_HOME"
@@ -46,7 +48,8 @@ class Profile:
     #: "constant" or "cosine" (decay to 1% over the run)
     lr_schedule: str
     epochs: int
-    #: optimizer steps per epoch, or None for one pass over the training images
+    #: optimizer steps per epoch, or None: sized to the time budget when ``budget_schedule``,
+    #: else one pass over the training images
     steps_per_epoch: int | None
     #: wall-clock budget for one training run (None: no limit)
     max_minutes: float | None
@@ -67,6 +70,9 @@ class Profile:
     intensity_jitter: bool = False
     #: share of training samples drawn from the defective images (oversampling), or None
     defective_share: float | None = None
+    #: size the schedule (steps per epoch) to ``max_minutes`` from the step time measured on this
+    #: machine before training, so the run uses its budget on a fast CPU and still decays on a slow one
+    budget_schedule: bool = False
     #: keyword options of ``small_unet`` for this profile (``TrainConfig.model`` adds to them)
     model: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
@@ -107,8 +113,8 @@ PROFILES: dict[str, Profile] = {
     # Minutes on 2 CPU cores: the tutorial's U-Net with batch norm, random 160x160 crops (20 per
     # batch: many small crops teach more per second than a few large ones) of which half come
     # from (oversampled) defective images and are mostly centred near the defect, Adam 2e-3
-    # decaying to 1% over a schedule sized to fit the 10-minute budget, evaluation on full
-    # images. Measured in docs/training_recipe.md.
+    # decaying to 1% over 6 epochs whose length is sized to the 10-minute budget from the step
+    # time measured on the machine, evaluation on full images. Measured in docs/training_recipe.md.
     "cpu": Profile(
         name="cpu",
         image_size=512,
@@ -119,7 +125,8 @@ PROFILES: dict[str, Profile] = {
         learning_rate=2e-3,
         lr_schedule="cosine",
         epochs=6,
-        steps_per_epoch=23,
+        steps_per_epoch=None,
+        budget_schedule=True,
         max_minutes=10.0,
         mixed_precision=False,
         xla=True,
@@ -147,6 +154,48 @@ PROFILES: dict[str, Profile] = {
         synth_images_per_split=575,
     ),
 }
+
+
+@dataclass(frozen=True)
+class RecipeOption:
+    """One setting of the training recipe a user may override: declared once, here.
+
+    ``name`` is the :class:`~dagm_helpers.training.TrainConfig` field and the command-line flag
+    (``--max-minutes`` for ``max_minutes``); ``field`` is the :class:`Profile` field it overrides.
+    The command line (``train``, ``compare``), ``TrainConfig.resolve_profile`` and ``config.json``
+    (the resolved profile) all come from this table.
+    """
+
+    name: str
+    field: str
+    type: type
+    help: str
+
+
+RECIPE_OPTIONS: tuple[RecipeOption, ...] = (
+    RecipeOption("epochs", "epochs", int, "epochs"),
+    RecipeOption("max_minutes", "max_minutes", float, "time budget of the training, in minutes"),
+    RecipeOption("image_size", "image_size", int, "side of the full images (a multiple of 16)"),
+    RecipeOption("crop_size", "crop_size", int, "side of the random training crops (0: full images)"),
+    RecipeOption("batch_size", "batch_size", int, "batch size (per device)"),
+    RecipeOption("lr", "learning_rate", float, "Adam's learning rate"),
+    RecipeOption("steps_per_epoch", "steps_per_epoch", int, "optimizer steps per epoch"),
+    RecipeOption(
+        "defect_crop_fraction",
+        "defect_crop_fraction",
+        float,
+        "share of crops from defective images centred near a defect",
+    ),
+    RecipeOption(
+        "defective_share",
+        "defective_share",
+        float,
+        "share of training samples drawn from defective images (oversampling)",
+    ),
+    RecipeOption(
+        "val_fraction", "val_fraction", float, "share of the training images held out for validation"
+    ),
+)
 
 
 def gpu_available() -> bool:
@@ -212,9 +261,12 @@ def colab_url(notebook_path: str) -> str:
 __all__ = [
     "DATA_ENV",
     "HOME_ENV",
+    "LOSS_CHOICES",
     "PROFILES",
     "PROFILE_ENV",
     "PROFILE_NAMES",
+    "RECIPE_OPTIONS",
+    "RecipeOption",
     "REPO_URL",
     "Profile",
     "colab_url",

@@ -108,7 +108,8 @@ def compare(
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if not losses or len(set(losses)) != len(losses):
         raise ConfigError(f"--losses needs distinct loss names, got {list(losses)}")
-    from .training import TrainConfig, read_history, train
+    from .history import read_history
+    from .training import TrainConfig, train
 
     out = Path(out)
     results: dict[str, LossResult] = {}

@@ -58,6 +58,10 @@ MAX_BATCH_PIXELS = 8 * 512 * 512
 MAX_IMAGE_PIXELS = 8192 * 8192
 #: file suffixes :func:`predict_files` treats as images (case-insensitive)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: inference precisions: float32, and int8 (an accelerator's post-training quantisation)
+PRECISIONS = ("f32", "int8")
+#: at most this many images calibrate int8 quantisation
+MAX_CALIBRATION_IMAGES = 32
 #: samples loaded and predicted at once by :func:`evaluate`
 EVAL_CHUNK = 32
 #: keys of the dict :func:`evaluate` returns (always present; more may follow)
@@ -227,7 +231,26 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     if not isinstance(model, keras.Model):
         raise _model_error(path, f"the file holds a {type(model).__name__}, not a Keras model", _REDO)
     _check_model_fits(path, model)
-    return model
+    return as_float32(model)
+
+
+def as_float32(model: Any) -> Any:
+    """``model`` computing in float32: a model trained in mixed precision (float16 on a GPU,
+    bfloat16 on some CPUs) keeps its layers' policy when saved, and would run in that precision
+    on any machine, slowly or not at all where the CPU lacks it. Its variables are float32
+    already, so the copy holds exactly the same weights. A float32 model is returned as it is."""
+    import keras
+
+    mixed = [layer for layer in model.layers if getattr(layer.dtype_policy, "name", "float32") != "float32"]
+    if not mixed:
+        return model
+
+    def float32_layer(layer: Any) -> Any:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone = keras.models.clone_model(model, clone_function=float32_layer)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 _REDO = "re-save the model with model.save('model.keras') or download it again"
@@ -243,32 +266,12 @@ def _as_model(model: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- prediction
-def _downsampling_factor(model: Any) -> int:
-    """Product of the strides of every pooling / strided-convolution layer (nested models included)."""
-    import keras
-
-    factor = 1
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, keras.Model):
-            stack.extend(layer.layers)
-            continue
-        if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)) or (
-            isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose)
-        ):
-            strides = getattr(layer, "strides", (1, 1))
-            factor *= int(strides[0] if isinstance(strides, (tuple, list)) else strides)
-    return max(1, factor)
-
-
 def required_multiple(model: Any) -> int:
-    """Image sides the model accepts must be multiples of this (2**depth for the U-Net)."""
-    try:
-        from .model import required_multiple as from_model_module
-    except ImportError:
-        return _downsampling_factor(model)
-    return int(from_model_module(model))
+    """Image sides the model accepts must be multiples of this (2**depth for the U-Net);
+    :func:`dagm_helpers.model.required_multiple`."""
+    from .model import required_multiple as multiple
+
+    return int(multiple(model))
 
 
 def _fixed_input_hw(model: Any) -> tuple[int, int] | None:
@@ -319,6 +322,11 @@ def _ceil_to(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
+def pad_to_multiple(img: np.ndarray, multiple: int) -> np.ndarray:
+    """``img`` (H, W) reflection-padded at the bottom and right to sides that are multiples of ``multiple``."""
+    return _pad_to(img, (_ceil_to(img.shape[0], multiple), _ceil_to(img.shape[1], multiple)))
+
+
 def _pad_to(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ph, pw = shape[0] - img.shape[0], shape[1] - img.shape[1]
     if ph == 0 and pw == 0:
@@ -326,7 +334,7 @@ def _pad_to(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.pad(img, ((0, ph), (0, pw)), mode="reflect" if min(img.shape) > 1 else "edge")
 
 
-def _as_image_list(images: Any) -> tuple[list[np.ndarray], bool]:
+def as_image_list(images: Any) -> tuple[list[np.ndarray], bool]:
     """(list of 2-D arrays, single) from (H,W), (N,H,W), (N,H,W,1) arrays or a sequence of 2-D arrays."""
     if isinstance(images, np.ndarray):
         arr = images
@@ -362,21 +370,47 @@ def _check_values(img: np.ndarray, i: int) -> None:
 
 
 class _Runner:
-    """Sends equally sized padded images through the model in batches bounded by pixel count."""
+    """Sends equally sized padded images through the model in batches bounded by pixel count.
 
-    def __init__(self, model: Any, batch_size: int, fast: bool = False, predictor: Any = None):
+    The batches run through plain TensorFlow, or through ``predictor`` (an object with
+    ``run(x (B, H, W, 1)) -> (B, H, W)``, ``backend`` and ``precision``): the one given, or
+    with ``fast`` (or a precision other than "f32") the one an accelerator offers
+    (:func:`dagm_helpers.hooks.fast_runner`).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        batch_size: int,
+        fast: bool = False,
+        predictor: Any = None,
+        precision: str = "f32",
+        calibration: Any = None,
+    ):
+        from . import hooks
+
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        if predictor is None and fast:
-            predictor = _fast_or_plain(model, batch_size)
+        if predictor is None and (fast or precision != "f32"):
+            predictor = hooks.fast_runner(model, batch_size, precision, calibration)
+            if predictor is None and precision != "f32":
+                raise ConfigError(
+                    f"precision {precision!r} needs the speed accelerator with OpenVINO and NNCF: "
+                    "pip install 'dagm-helpers[fast]', or use --precision f32"
+                )
         self.predictor = predictor
-        self.fn = (lambda x: predictor(x[..., 0])) if predictor is not None else _predict_fn(model)
+        self.fn = predictor.run if predictor is not None else _predict_fn(model)
         self.batch_size = batch_size
 
     @property
     def backend(self) -> str:
         """The runtime: "tf", or the fast predictor's ("auto" until its first call has timed them)."""
         return self.predictor.backend if self.predictor is not None else "tf"
+
+    @property
+    def precision(self) -> str:
+        """ "f32", or the fast predictor's precision."""
+        return self.predictor.precision if self.predictor is not None else "f32"
 
     def per_batch(self, shape: tuple[int, int]) -> int:
         return max(1, min(self.batch_size, MAX_BATCH_PIXELS // (shape[0] * shape[1])))
@@ -429,6 +463,7 @@ def predict_proba(
     tile_overlap: int = TILE_OVERLAP,
     max_untiled_pixels: int = MAX_UNTILED_PIXELS,
     fast: bool = False,
+    predictor: Any = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Per-pixel defect probabilities, float32, each at its image's own size.
 
@@ -440,14 +475,17 @@ def predict_proba(
     :data:`MAX_BATCH_PIXELS` pixels per call) and cropped back. An image whose padded size is above
     ``max_untiled_pixels`` is predicted in ``tile_size`` tiles with ``tile_overlap`` pixels of context
     (both rounded up to the multiple); a model with a fixed input size is always tiled at that size.
-    With ``fast``, the batches run through :func:`dagm_helpers.fast.fast_predictor` (ncnn or
-    OpenVINO, float32, the same probabilities to ~1e-5) when one of them is installed.
+    With ``fast``, the batches run on the fastest runtime an accelerator offers (the speed
+    package: ncnn or OpenVINO, float32, the same probabilities to ~1e-5) when one is installed;
+    ``predictor`` runs them through that object (see :class:`_Runner`).
     """
     model = _as_model(model)
-    items, single = _as_image_list(images)
+    items, single = as_image_list(images)
+    if not items and isinstance(images, np.ndarray) and images.ndim >= 3:
+        return np.zeros(images.shape[:3], np.float32)  # no images: (0, H, W), as given
     for i, img in enumerate(items):
         _check_values(img, i)
-    runner = _Runner(model, batch_size, fast=fast)
+    runner = _Runner(model, batch_size, fast=fast, predictor=predictor)
     return _predict_items(runner, model, items, single, tile_size, tile_overlap, max_untiled_pixels)
 
 
@@ -562,19 +600,15 @@ class EvalAccumulator:
             prob = np.asarray(prob, dtype=np.float32)
             if mask.shape != prob.shape:
                 raise ValueError(f"mask shape {mask.shape} differs from prediction shape {prob.shape}")
-            pred = prob >= self.threshold
-            self.tp += int(np.count_nonzero(pred & mask))
-            self.fp += int(np.count_nonzero(pred & ~mask))
-            self.fn += int(np.count_nonzero(~pred & mask))
+            m8, p1 = mask[None].astype(np.uint8), prob[None]
+            tp, fp, fn = (int(c[0]) for c in metrics.confusion_counts(m8, p1, self.threshold))
+            self.tp, self.fp, self.fn = self.tp + tp, self.fp + fp, self.fn + fn
             flag = bool(defective[j]) if defective is not None else bool(mask.any())
             self.flags.append(flag)
             self.scores.append(image_score(prob))
             if flag:
-                m8, p1 = mask[None].astype(np.uint8), prob[None]
-                self.dice.append(
-                    float(np.asarray(metrics.dice_per_image(m8, p1, threshold=self.threshold))[0])
-                )
-                self.iou.append(float(np.asarray(metrics.iou_per_image(m8, p1, threshold=self.threshold))[0]))
+                self.dice.append(metrics.overlap(tp, fp, fn, "dice"))
+                self.iou.append(metrics.overlap(tp, fp, fn, "iou"))
                 self.bf1.append(
                     float(metrics.boundary_f1(m8, p1, threshold=self.threshold, tolerance=self.tolerance))
                 )
@@ -587,12 +621,9 @@ class EvalAccumulator:
         n_def = int(sum(self.flags))
         flags = np.asarray(self.flags, bool)
         scores = np.asarray(self.scores, np.float64)
-        denom_iou = self.tp + self.fp + self.fn
-        denom_dice = 2 * self.tp + self.fp + self.fn
-        # Pooled over all images; when no image has a defect and none is predicted, the prediction is
-        # perfect: 1.0 (the convention of metrics.iou / metrics.dice).
-        pixel_iou = self.tp / denom_iou if denom_iou else 1.0
-        pixel_dice = 2 * self.tp / denom_dice if denom_dice else 1.0
+        # pooled over all images; no defect anywhere, none predicted: 1.0 (metrics.overlap)
+        pixel_iou = metrics.overlap(self.tp, self.fp, self.fn, "iou")
+        pixel_dice = metrics.overlap(self.tp, self.fp, self.fn, "dice")
         auroc = ap = None
         if 0 < n_def < n:
             lvl = metrics.image_level(flags, scores, self.threshold)
@@ -650,7 +681,7 @@ def evaluate(
     """Segmentation and image-level metrics of ``model`` (a model or a path) on ``samples``.
 
     With ``fast`` (default) and ncnn or OpenVINO installed, the probabilities come from
-    :func:`dagm_helpers.fast.fast_predictor` (the same numbers to ~1e-5, about 2x faster on
+    :func:`dagm_helpers.speed.fast.fast_predictor` (the same numbers to ~1e-5, about 2x faster on
     a CPU); otherwise from :func:`predict_proba`. ``result["backend"]`` says which.
 
     Images are read with :func:`dagm_helpers.data.pipeline.load_arrays` (``image_size``, ``policy``) in
@@ -679,13 +710,13 @@ def evaluate(
     if not samples:
         raise DatasetError("no samples to evaluate: check the data folder, the classes and the split")
     acc = EvalAccumulator(threshold)
-    predict = _fast_or_plain(model, batch_size) if fast else None
+    runner = _Runner(model, batch_size, fast=fast)  # built once: a fast runtime converts the model
     bar = _progress(len(samples), "evaluate", progress)
     try:
         for i in range(0, len(samples), EVAL_CHUNK):
             chunk = samples[i : i + EVAL_CHUNK]
             images, masks = load_arrays(chunk, size=image_size, policy=policy)
-            probs = predict(images) if predict else predict_proba(model, images, batch_size=batch_size)
+            probs = _predict_items(runner, model, list(images), single=False)
             acc.update(masks, probs, [bool(s.defective) for s in chunk])
             bar.update(len(chunk))
     finally:
@@ -693,46 +724,9 @@ def evaluate(
     result = acc.result()
     result["seconds"] = round(time.perf_counter() - start, 3)
     result["image_size"] = int(image_size)
-    result["backend"] = getattr(predict, "backend", "tf")  # after the calls: "auto" has chosen by then
+    result["backend"] = runner.backend  # after the calls: "auto" has chosen by then
+    result["precision"] = runner.precision
     return result
-
-
-#: model -> {batch_size: (weights fingerprint, fast predictor or None)}: a fast runtime converts the
-#: model (seconds), so repeated ``predict_proba(..., fast=True)`` calls reuse it while the weights stay
-_FAST_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _weights_fingerprint(model: Any) -> int:
-    """A CRC-32 of the model's weight values: a converted copy of the model is stale once it changes."""
-    import zlib
-
-    crc = 0
-    for w in model.get_weights():
-        crc = zlib.crc32(np.ascontiguousarray(w).view(np.uint8), crc)
-    return crc
-
-
-def _fast_or_plain(model: Any, batch_size: int) -> Any:
-    """The fast predictor for ``model`` when ncnn or OpenVINO is installed, else None.
-
-    Cached per model and batch size, and converted again when the model's weights have changed
-    (training went on, or ``set_weights``) since the last conversion.
-    """
-    from .fast import fast_predictor, ncnn_available, openvino_available
-
-    if not (ncnn_available() or openvino_available()) or required_multiple(model) != 16:
-        return None
-    fingerprint = _weights_fingerprint(model)
-    cached = _FAST_PREDICTORS.setdefault(model, {})
-    if batch_size in cached and cached[batch_size][0] == fingerprint:
-        return cached[batch_size][1]
-    try:
-        predictor = fast_predictor(model, backend="auto", batch_size=batch_size)
-    except Exception as exc:  # a conversion problem must not cost the evaluation: fall back
-        warnings.warn(f"fast inference unavailable ({exc}); using TensorFlow", RuntimeWarning, stacklevel=3)
-        predictor = None
-    cached[batch_size] = (fingerprint, predictor)
-    return predictor
 
 
 def evaluate_cli(args: Any) -> dict[str, Any]:
@@ -760,13 +754,29 @@ def evaluate_cli(args: Any) -> dict[str, Any]:
     result = evaluate(
         model,
         selected,
-        threshold=args.threshold,
+        threshold=model_threshold(args.model, getattr(args, "threshold", None)),
         batch_size=getattr(args, "batch_size", 8) or 8,
         image_size=profile.image_size,
         progress=False,
     )
     result.update(model=str(args.model), data=str(root), classes=list(classes), split=split)
     return result
+
+
+def model_threshold(model_path: str | os.PathLike[str], given: float | None = None) -> float:
+    """The threshold to use for a saved model: ``given``, else the one its training run chose on
+    validation (``metrics.json`` beside ``model.keras``), else 0.5."""
+    import json
+
+    if given is not None:
+        return float(given)
+    try:
+        saved = json.loads((Path(model_path).parent / "metrics.json").read_text(encoding="utf-8"))
+        if saved.get("threshold_source") == "validation":
+            return float(saved["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return 0.5
 
 
 # ----------------------------------------------------------------------------- files
@@ -779,10 +789,9 @@ def _progress(total: int, desc: str, progress: bool | None):
 
 def _int8_settings(precision: str, fast: bool, calibration: Any) -> list[np.ndarray] | None:
     """None for float32; for int8 the calibration images read from ``calibration`` (at most
-    :data:`dagm_helpers.fast.DEFAULT_CALIBRATION_IMAGES`; an empty list: calibrate on the first
+    :data:`MAX_CALIBRATION_IMAGES`; an empty list: calibrate on the first
     batch predicted). Raises ConfigError for settings that cannot go together."""
     from .data.images import read_image
-    from .fast import DEFAULT_CALIBRATION_IMAGES, PRECISIONS
 
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -797,7 +806,7 @@ def _int8_settings(precision: str, fast: bool, calibration: Any) -> list[np.ndar
     if calibration is None:
         return []
     images = []
-    for path in _list_inputs(Path(calibration))[:DEFAULT_CALIBRATION_IMAGES]:
+    for path in _list_inputs(Path(calibration))[:MAX_CALIBRATION_IMAGES]:
         try:
             images.append(read_image(path, policy="none"))
         except (DagmError, OSError, ValueError) as exc:
@@ -878,7 +887,7 @@ def predict_files(
     bad file does not lose the batch. Every file is written atomically; ``predictions.csv`` is
     rewritten after every batch. ``fast`` (default): probabilities from the fast CPU runtime when
     installed (see :func:`predict_proba`). ``precision="int8"``: OpenVINO with int8 post-training
-    quantisation (:func:`dagm_helpers.fast.fast_predictor`), calibrated on the images in
+    quantisation (:func:`dagm_helpers.speed.fast.fast_predictor`), calibrated on the images in
     ``calibration`` (a file or folder; typical training images, defective ones included), or on the
     first batch predicted when it is None; check its masks against float32 on your images first
     (``docs/performance.md``). Returns ``out``.
@@ -891,15 +900,8 @@ def predict_files(
     files = _list_inputs(Path(input), out)
     int8 = _int8_settings(precision, fast, calibration)
     model = load_model(model_path)
-    predictor = None
-    if int8 is not None:
-        from .fast import fast_predictor
-
-        predictor = fast_predictor(
-            model, backend="openvino", batch_size=batch_size, precision="int8", calibration=int8
-        )
     # built once: a fast runtime converts the model
-    runner = _Runner(model, batch_size, fast=fast, predictor=predictor)
+    runner = _Runner(model, batch_size, fast=fast, precision=precision, calibration=int8)
     out.mkdir(parents=True, exist_ok=True)
     stems = _output_stems(files)
     rows: list[dict[str, Any]] = []
@@ -926,7 +928,7 @@ def predict_files(
                         )
                     )
             if good:
-                items, _ = _as_image_list([g[2] for g in good])
+                items, _ = as_image_list([g[2] for g in good])
                 probs = _predict_items(runner, model, items, single=False)
                 for (path, stem, image), prob in zip(good, probs, strict=True):
                     mask = prob >= threshold
@@ -958,6 +960,7 @@ def _write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 __all__ = [
+    "as_float32",
     "save_model",
     "EVAL_KEYS",
     "IMAGE_SUFFIXES",

@@ -25,10 +25,10 @@ from typing import Any
 import keras
 from keras import ops
 
+from .config import LOSS_CHOICES
 from .errors import ConfigError
 
 EPSILON = 1e-7
-LOSS_CHOICES = ("bce", "dice", "bce_dice", "focal_tversky", "tutorial_dice")
 
 __all__ = [
     "LOSS_CHOICES",

@@ -36,6 +36,8 @@ DEFAULT_THRESHOLDS = np.linspace(0.05, 0.95, 19)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "confusion_counts",
+    "overlap",
     "PixelDice",
     "PixelIoU",
     "THRESHOLD_METRICS",
@@ -121,6 +123,31 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- overlap
+def confusion_counts(
+    y_true: Any, y_prob: Any, threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image pixel counts ``(true positives, false positives, false negatives)``, int64, shape (N,).
+
+    The one place the project counts pixels: every overlap score (here, in evaluation and in
+    training's validation) is computed from these with :func:`overlap`.
+    """
+    tp, pp, tt = _counts(y_true, y_prob, threshold)
+    return tp, pp - tp, tt - tp
+
+
+def overlap(tp: Any, fp: Any, fn: Any, kind: str = "dice") -> Any:
+    """Dice ``2tp / (2tp + fp + fn)`` or IoU ``tp / (tp + fp + fn)`` from counts (arrays or sums);
+    an empty truth predicted empty (0/0) scores 1."""
+    tp, fp, fn = (np.asarray(v, np.float64) for v in (tp, fp, fn))
+    if kind == "dice":
+        out = _ratio(2 * tp, 2 * tp + fp + fn)
+    elif kind == "iou":
+        out = _ratio(tp, tp + fp + fn)
+    else:
+        raise ConfigError(f"overlap: kind must be 'dice' or 'iou', got {kind!r}")
+    return float(out) if out.ndim == 0 else out
+
+
 def iou(y_true: Any, y_prob: Any, threshold: float = 0.5) -> float:
     """Pooled IoU (Jaccard) over all pixels of all images; 1.0 when both are empty everywhere."""
     tp, pp, tt = _counts(y_true, y_prob, threshold)

@@ -34,6 +34,7 @@ BLOCK_CHOICES = ("conv", "dense")
 
 __all__ = [
     "BLOCK_CHOICES",
+    "all_layers",
     "UPSAMPLING_CHOICES",
     "gflops",
     "level_filters",
@@ -254,23 +255,27 @@ def small_unet(
 
 
 def required_multiple(model: keras.Model) -> int:
-    """Spatial multiple the model's input needs: ``2**(number of 2x2 max-pooling layers)``.
+    """Spatial multiple the model's input needs: the product of the strides of its pooling and
+    strided-convolution layers (``2**4 = 16`` for the tutorial's U-Net).
 
-    Works on loaded models too (it reads the layers, not the build arguments).
+    Works on loaded models too, nested models included (it reads the layers, not the build arguments).
     """
-    pools = 0
-    for layer in _all_layers(model):
-        if isinstance(layer, layers.MaxPooling2D):
-            stride = layer.strides if layer.strides is not None else layer.pool_size
-            pools += int(round(math.log2(int(stride[0]))))
-    return 2**pools
+    factor = 1
+    for layer in all_layers(model):
+        if isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D) or (
+            isinstance(layer, layers.Conv2D) and not isinstance(layer, layers.Conv2DTranspose)
+        ):
+            strides = layer.strides if layer.strides is not None else layer.pool_size
+            factor *= int(strides[0] if isinstance(strides, tuple | list) else strides)
+    return max(1, factor)
 
 
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of ``model``, the layers of nested models in their place (no Keras private helpers)."""
     out = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            out.extend(_all_layers(layer))
+            out.extend(all_layers(layer))
         else:
             out.append(layer)
     return out
@@ -289,7 +294,7 @@ def layer_flops(model: keras.Model, size: int | tuple[int, int] = 512) -> list[t
     inp = keras.Input(shape=(h, w, channels))
     fixed = keras.models.clone_model(model, input_tensors=inp)
     rows = []
-    for layer in _all_layers(fixed):
+    for layer in all_layers(fixed):
         if isinstance(layer, layers.Conv2DTranspose):
             _, hin, win, cin = layer.input.shape
             kh, kw = layer.kernel_size

@@ -59,6 +59,9 @@ def import_tensorflow():
     """
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
+    from . import hooks
+
+    hooks.before_tensorflow()  # switches TensorFlow reads only at import (an accelerator's oneDNN)
     os.environ.setdefault(LOG_LEVEL_ENV, "2")
     with captured_stderr_fd() as text:
         try:

@@ -58,9 +58,7 @@ Several devices (``tf.distribute``)
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
@@ -69,6 +67,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,28 +77,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import atomic
+from . import atomic, hooks
 from . import losses as losses_mod
 from . import metrics as metrics_mod
-from .config import Profile, data_source, resolve_profile
+from .config import RECIPE_OPTIONS, Profile, data_source, resolve_profile
 from .errors import ConfigError, DatasetError, TrainingError
-from .fast import onednn_enabled, xla_for_training
+from .history import HISTORY_COLUMNS, HISTORY_FILE, format_history, read_history
 from .infer import save_model
 
-HISTORY_COLUMNS: tuple[str, ...] = (
-    "epoch",
-    "loss",
-    "iou",
-    "dice",
-    "val_loss",
-    "val_iou",
-    "val_dice",
-    "val_dice_defective",
-    "lr",
-    "elapsed_s",
-)
 CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.csv"
 BEST_FILE = "model.keras"
 LAST_FILE = "last.keras"
 STATE_FILE = "state.json"
@@ -107,6 +93,14 @@ METRICS_FILE = "metrics.json"
 #: An epoch still running at BUDGET_HARD_FACTOR x budget + BUDGET_HARD_SLACK_S is cut short.
 BUDGET_HARD_FACTOR = 1.25
 BUDGET_HARD_SLACK_S = 30.0
+#: the dtype policies a run can train in
+TRAIN_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+#: the threshold when none was chosen on validation
+DEFAULT_THRESHOLD = 0.5
+#: training steps timed to size a budget schedule (after one more that traces the step)
+PROBE_STEPS = 5
+#: share of the budget a sized schedule plans for (the rest absorbs checkpoint writes and noise)
+SCHEDULE_FILL = 0.92
 #: Settings that may differ from the saved run on --resume.
 RESUME_OVERRIDABLE = ("epochs", "max_minutes")
 
@@ -153,6 +147,9 @@ class TrainConfig:
         devices: run on these devices (e.g. ``["/cpu:0", "/cpu:1"]``) with
             ``MirroredStrategy``; ``None`` chooses automatically (:func:`choose_strategy`).
         evaluate_test: write ``metrics.json`` from the Test split at the end.
+        precision: the Keras dtype policy to train in, one of :data:`TRAIN_PRECISIONS`
+            (``None``: float16 on a GPU when the profile asks for it, else an accelerator's choice,
+            else float32).
         callbacks: extra Keras callbacks for ``fit`` (not saved in ``config.json``).
     """
 
@@ -178,6 +175,7 @@ class TrainConfig:
     verbose: int | str = "auto"
     devices: Sequence[str] | None = None
     evaluate_test: bool = True
+    precision: str | None = None
     callbacks: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -200,24 +198,15 @@ class TrainConfig:
             profile=getattr(args, "profile", None),
             seed=getattr(args, "seed", 0) or 0,
             resume=bool(getattr(args, "resume", False)),
+            precision=getattr(args, "precision", None),
             **recipe_overrides(args),
         )
 
     def resolve_profile(self) -> Profile:
         """The profile with this config's overrides applied (validated)."""
-        profile = resolve_profile(
-            self.profile,
-            epochs=self.epochs,
-            max_minutes=self.max_minutes,
-            image_size=self.image_size,
-            batch_size=self.batch_size,
-            learning_rate=self.lr,
-            steps_per_epoch=self.steps_per_epoch,
-            defect_crop_fraction=self.defect_crop_fraction,
-            defective_share=self.defective_share,
-            val_fraction=self.val_fraction,
-        )
-        if self.crop_size is not None:
+        given = {o.field: getattr(self, o.name) for o in RECIPE_OPTIONS if o.name != "crop_size"}
+        profile = resolve_profile(self.profile, **given)
+        if self.crop_size is not None:  # 0 means full images, which the profile spells None
             profile = profile.replace(crop_size=self.crop_size if self.crop_size > 0 else None)
         if self.classes:
             profile = profile.replace(classes=tuple(self.classes))
@@ -235,27 +224,14 @@ class TrainConfig:
         return d
 
 
-#: command-line options that override the profile's recipe -> TrainConfig fields
-RECIPE_OPTIONS = (
-    "epochs",
-    "max_minutes",
-    "image_size",
-    "crop_size",
-    "batch_size",
-    "lr",
-    "steps_per_epoch",
-    "defect_crop_fraction",
-    "defective_share",
-)
-
-
 def recipe_overrides(args: Any) -> dict:
-    """The recipe options given on a ``train``/``compare`` command line, as TrainConfig fields.
+    """The recipe options (:data:`dagm_helpers.config.RECIPE_OPTIONS`) given on a ``train``/``compare``
+    command line, as TrainConfig fields.
 
     Options left out are ``None`` (the profile decides); ``--batch-norm/--no-batch-norm``
     becomes ``model={"batch_norm": ...}`` (``None`` when not given).
     """
-    overrides = {name: getattr(args, name, None) for name in RECIPE_OPTIONS}
+    overrides = {option.name: getattr(args, option.name, None) for option in RECIPE_OPTIONS}
     batch_norm = getattr(args, "batch_norm", None)
     overrides["model"] = None if batch_norm is None else {"batch_norm": bool(batch_norm)}
     return overrides
@@ -346,39 +322,8 @@ def _tpu_strategy() -> Any:
 
 
 # ----------------------------------------------------------------------------- small file helpers
-def read_history(path: str | os.PathLike[str]) -> list[dict]:
-    """Rows of a ``history.csv`` with numbers as floats (``epoch`` as int)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, newline="") as fh:
-        for raw in csv.DictReader(fh):
-            row: dict = {}
-            for k, v in raw.items():
-                try:
-                    row[k] = int(v) if k == "epoch" else float(v)
-                except (TypeError, ValueError):
-                    row[k] = math.nan
-            rows.append(row)
-    return rows
-
-
 def _write_history(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(HISTORY_COLUMNS), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in HISTORY_COLUMNS})
-    atomic.write_text(path, buf.getvalue())
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return "nan"
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    return repr(float(v))
+    atomic.write_text(path, format_history(rows))
 
 
 def _versions() -> dict:
@@ -434,19 +379,15 @@ def validation_scores(
         for b in range(0, len(x), batch_size):
             yb = y[b : b + batch_size, ..., None].astype(np.float32)
             loss_sum += float(loss_fn(yb, prob[b : b + batch_size, ..., None])) * len(yb)
-        pred = prob >= threshold
-        tp_i = np.logical_and(pred, y).sum(axis=(1, 2), dtype=np.int64)
-        fp_i = np.logical_and(pred, ~y).sum(axis=(1, 2), dtype=np.int64)
-        fn_i = np.logical_and(~pred, y).sum(axis=(1, 2), dtype=np.int64)
+        tp_i, fp_i, fn_i = metrics_mod.confusion_counts(y, prob, threshold)
         tp, fp, fn = tp + int(tp_i.sum()), fp + int(fp_i.sum()), fn + int(fn_i.sum())
         has = y.any(axis=(1, 2))
         if has.any():
-            dice_def.append(2.0 * tp_i[has] / (2.0 * tp_i[has] + fp_i[has] + fn_i[has]))
-    union = tp + fp + fn
+            dice_def.append(metrics_mod.overlap(tp_i[has], fp_i[has], fn_i[has], "dice"))
     return {
         "val_loss": loss_sum / len(images),
-        "val_iou": 1.0 if union == 0 else tp / union,
-        "val_dice": 1.0 if union == 0 else 2.0 * tp / (2.0 * tp + fp + fn),
+        "val_iou": metrics_mod.overlap(tp, fp, fn, "iou"),
+        "val_dice": metrics_mod.overlap(tp, fp, fn, "dice"),
         "val_dice_defective": float(np.concatenate(dice_def).mean()) if dice_def else math.nan,
     }
 
@@ -571,9 +512,10 @@ class TrainingRun:
     The notebooks and :func:`train` use it the same way::
 
         run = TrainingRun(config)                 # checks the folder, loads the data, writes config.json
-        model = run.build_model()                 # small_unet with the profile's options
-        model.compile(optimizer=keras.optimizers.Adam(run.learning_rate), loss=run.loss,
-                      metrics=run.metrics(), jit_compile=run.jit_compile)
+        with run.scope():                         # its strategy and precision
+            model = small_unet(**run.profile.model)
+            model.compile(optimizer=keras.optimizers.Adam(run.learning_rate), loss=run.loss,
+                          metrics=run.metrics(), jit_compile=run.jit_compile)
         run.restore(model)                        # resume: weights and optimizer from last.keras
         model.fit(run.train_ds, epochs=run.epochs, initial_epoch=run.initial_epoch,
                   steps_per_epoch=run.steps_per_epoch, callbacks=run.callbacks(), verbose=run.fit_verbose)
@@ -595,10 +537,25 @@ class TrainingRun:
         self.epochs = profile.epochs
         self.budget_s = profile.max_minutes * 60.0 if profile.max_minutes else None
         self.on_gpu = bool(tf.config.list_physical_devices("GPU"))
-        self.jit_compile = xla_for_training(profile.xla, self.on_gpu)
-        self.mixed_precision = bool(profile.mixed_precision and self.on_gpu)
+        self.jit_compile = hooks.training_jit(profile.xla, self.on_gpu)
+        # float16 on a GPU when the profile asks for it; on a CPU what an accelerator finds fastest
+        gpu_half = profile.mixed_precision and self.on_gpu
+        self.precision = config.precision or (
+            "mixed_float16" if gpu_half else hooks.training_precision(self.on_gpu)
+        )
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}"
+            )
+        self.mixed_precision = self.precision != "float32"
         self.loss = losses_mod.get_loss(config.loss)
         self._load_arrays()
+        self.schedule: dict = _saved_schedule(self.out) if config.resume else {"sized_to_budget": False}
+        if profile.budget_schedule and self.budget_s and not profile.steps_per_epoch and not config.resume:
+            self.schedule = self._size_schedule()
+            self.steps_per_epoch = self.schedule["steps_per_epoch"]
+            config.steps_per_epoch = self.steps_per_epoch  # a resumed run keeps the schedule it began with
+            keras.utils.set_random_seed(int(config.seed))  # the probe drew weights: start the run afresh
         self.history: list[dict] = []
         self.initial_epoch, self.prior_elapsed = 0, 0.0
         self.batches, self.signal_name, self.nan, self.budget_stop = 0, None, None, None
@@ -606,9 +563,6 @@ class TrainingRun:
         self.model: Any = None
         self.t0 = self.epoch_t0 = time.monotonic()
         self._old_handlers: dict[int, Any] = {}
-        self._old_policy = keras.mixed_precision.global_policy()
-        if self.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
         self.setup_s = time.monotonic() - setup_t0
 
     # --- what compile and fit are given
@@ -626,16 +580,30 @@ class TrainingRun:
         """The training metrics: pooled pixel IoU and Dice at threshold 0.5."""
         return [metrics_mod.PixelIoU(name="iou"), metrics_mod.PixelDice(name="dice")]
 
+    @contextlib.contextmanager
+    def scope(self) -> Any:
+        """Build and compile the model inside this: the run's distribution strategy (several GPUs
+        or a TPU need every weight made on each device) and its precision (``mixed_float16`` on a
+        GPU, ``mixed_bfloat16`` on a CPU with bfloat16 instructions, else float32). Keras' global
+        dtype policy is restored on leaving, so nothing built later is affected."""
+        before = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(self.precision)
+        try:
+            with self.strategy.scope():
+                yield self.strategy
+        finally:
+            keras.mixed_precision.set_global_policy(before)
+
     def build_model(self) -> Any:
         """The run's network: ``small_unet`` with the profile's and the config's options."""
         from .model import small_unet
 
-        with self.strategy.scope():
+        with self.scope():
             return small_unet(**{**self.profile.model, **self.config.model})
 
     def compile(self, model: Any) -> Any:
         """``model.compile`` exactly as notebook 3 shows it (tests/test_taught_code.py checks they agree)."""
-        with self.strategy.scope():
+        with self.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
                 loss=self.loss,
@@ -648,6 +616,9 @@ class TrainingRun:
     def train_ds(self) -> Any:
         """The training batches from epoch ``initial_epoch`` on: a ``tf.data`` pipeline of crops
         (or full images) with oversampling and flips/turns, a function of (seed, epoch) only."""
+        return self._dataset(self.steps_per_epoch, self.initial_epoch)
+
+    def _dataset(self, steps_per_epoch: int, start_epoch: int) -> Any:
         from .data.pipeline import dataset_from_arrays
 
         p = self.profile
@@ -663,9 +634,48 @@ class TrainingRun:
             shuffle=True,
             repeat=True,
             seed=int(self.config.seed),
-            steps_per_epoch=self.steps_per_epoch,
-            start_epoch=self.initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            start_epoch=start_epoch,
         )
+
+    def _size_schedule(self) -> dict:
+        """Steps per epoch such that ``epochs`` epochs, with their validations, fill the budget.
+
+        Times :data:`PROBE_STEPS` training steps of this run's own shapes (after one step that
+        traces) and one validation pass on a throwaway copy of the network, on this machine,
+        now. The probe's own time comes off the budget; :data:`SCHEDULE_FILL` of the rest is
+        planned, leaving room for checkpoint writes and noise.
+        """
+        from .model import small_unet
+
+        t0 = time.monotonic()
+        with self.scope():
+            probe = small_unet(**{**self.profile.model, **self.config.model})
+            probe.compile(optimizer=keras.optimizers.Adam(1e-4), loss=self.loss, jit_compile=self.jit_compile)
+        batches = iter(self._dataset(PROBE_STEPS + 1, start_epoch=0))
+        times = []
+        for _ in range(PROBE_STEPS + 1):
+            x, y = next(batches)
+            start = time.perf_counter()
+            probe.train_on_batch(x, y)
+            times.append(time.perf_counter() - start)
+        step_s = float(np.median(times[1:]))
+        start = time.perf_counter()
+        validation_scores(probe, self.val_x, self.val_y, self.loss, self.batch_size)
+        val_s = time.perf_counter() - start
+        probe_s = time.monotonic() - t0
+        left = self.budget_s - probe_s - self.epochs * val_s
+        steps = max(1, int(left * SCHEDULE_FILL / (self.epochs * step_s)))
+        return {
+            "sized_to_budget": True,
+            "steps_per_epoch": steps,
+            "epochs": self.epochs,
+            "budget_s": self.budget_s,
+            "measured_step_s": step_s,
+            "measured_validation_s": val_s,
+            "probe_s": probe_s,
+            "planned_training_s": steps * self.epochs * step_s + self.epochs * val_s,
+        }
 
     def callbacks(self) -> list:
         """The run's callbacks for ``fit``: checkpoints, the time budget, progress, then the config's own."""
@@ -771,21 +781,44 @@ class TrainingRun:
         """After ``fit``: report a stop by signal or NaN, load the best checkpoint, evaluate it on
         the Test split (``metrics.json``) and return the :class:`Run`."""
         self.restore_signal_handlers()
-        keras.mixed_precision.set_global_policy(self._old_policy)
         self._raise_if_stopped()
         best_path = self.out / BEST_FILE if (self.out / BEST_FILE).exists() else self.out / LAST_FILE
-        with self.strategy.scope():
-            best = keras.saving.load_model(best_path, compile=True)
-        metrics = (
-            _final_metrics(best, self.test_set, self.profile, self.batch_size)
-            if self.config.evaluate_test
-            else {}
+        from .infer import as_float32
+
+        with self.strategy.scope():  # float32 for inference, whatever precision it trained in
+            best = as_float32(keras.saving.load_model(best_path, compile=True))
+        chosen = self.choose_threshold(best)
+        metrics = {}
+        if self.config.evaluate_test:
+            metrics = _final_metrics(best, self.test_set, self.profile, self.batch_size, chosen["threshold"])
+        metrics.update(
+            chosen, checkpoint=best_path.name, best_epoch=self.best_epoch, epochs_done=len(self.history)
         )
-        metrics.update(checkpoint=best_path.name, best_epoch=self.best_epoch, epochs_done=len(self.history))
         atomic.write_json(self.out / METRICS_FILE, metrics)
         settings = {**self.settings(), "best_epoch": self.best_epoch}
         stopped = "time_budget" if self.budget_stop else "epochs"
         return Run(self.out, best, list(self.history), metrics, settings, stopped)
+
+    def choose_threshold(self, model: Any) -> dict:
+        """The probability threshold that maximises the pooled Dice on the validation images.
+
+        ``evaluate`` and ``predict`` use it for this run's model unless told otherwise
+        (``metrics.json``'s ``threshold``). Without a defective validation image there is
+        nothing to choose it on: 0.5, with a warning.
+        """
+        from .infer import predict_proba
+
+        if not self.val_y.any():
+            warnings.warn(
+                f"{self.out}: the validation images hold no defect, so the threshold cannot be chosen "
+                "on them; using 0.5. Give the run more defective images (or a larger --val-fraction)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return {"threshold": DEFAULT_THRESHOLD, "threshold_source": "default"}
+        probs = predict_proba(model, self.val_x, batch_size=max(1, self.batch_size))
+        threshold, dice = metrics_mod.best_threshold(self.val_y, probs, metric="dice")
+        return {"threshold": threshold, "threshold_source": "validation", "val_dice_at_threshold": dice}
 
     def _raise_if_stopped(self) -> None:
         done = len(self.history)
@@ -857,15 +890,26 @@ class TrainingRun:
             "learning_rate": self.profile.learning_rate * self.replicas,
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.steps_per_epoch * self.profile.epochs,
+            "schedule": self.schedule,
             "mixed_precision": self.mixed_precision,
+            "precision": self.precision,
             "xla": self.jit_compile,
-            "onednn": onednn_enabled(),
+            "onednn": hooks.cpu_state().get("onednn"),
+            "accelerators": [getattr(a, "__name__", type(a).__name__) for a in hooks.accelerators()],
             "history_columns": list(HISTORY_COLUMNS),
             "versions": _versions(),
         }
 
     def _write_config(self) -> None:
         atomic.write_json(self.out / CONFIG_FILE, self.settings())  # on resume: changed epochs / max_minutes
+
+
+def _saved_schedule(out: Path) -> dict:
+    """The schedule a run recorded in its ``config.json`` (kept when it resumes)."""
+    try:
+        return dict(json.loads((out / CONFIG_FILE).read_text())["schedule"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"sized_to_budget": False}
 
 
 def _load_checkpoint(model: Any, path: Path) -> None:
@@ -895,23 +939,20 @@ def train(config: TrainConfig) -> Run:
     The same steps notebook 3 shows, in the same order (:class:`TrainingRun`).
     """
     run = TrainingRun(config)
-    try:
-        model = run.restore(run.compile(run.build_model()))
-        if run.needs_training():
-            try:
-                model.fit(
-                    run.train_ds,
-                    epochs=run.epochs,
-                    initial_epoch=run.initial_epoch,
-                    steps_per_epoch=run.steps_per_epoch,
-                    callbacks=run.callbacks(),
-                    verbose=run.fit_verbose,
-                    shuffle=False,  # the dataset shuffles, keyed by (seed, epoch)
-                )
-            finally:
-                run.restore_signal_handlers()
-    finally:
-        keras.mixed_precision.set_global_policy(run._old_policy)
+    model = run.restore(run.compile(run.build_model()))
+    if run.needs_training():
+        try:
+            model.fit(
+                run.train_ds,
+                epochs=run.epochs,
+                initial_epoch=run.initial_epoch,
+                steps_per_epoch=run.steps_per_epoch,
+                callbacks=run.callbacks(),
+                verbose=run.fit_verbose,
+                shuffle=False,  # the dataset shuffles, keyed by (seed, epoch)
+            )
+        finally:
+            run.restore_signal_handlers()
     return run.finish()
 
 
@@ -997,8 +1038,8 @@ def cap_validation(val_set: Any, limit: int, seed: int = 0) -> Any:
     return SampleIndex([s for i, s in enumerate(samples) if i in keep], val_set.root)
 
 
-def _final_metrics(model: Any, test_set: Any, profile: Profile, batch_size: int) -> dict:
-    """``infer.evaluate`` on the Test split (``{"images": 0}`` when there is none)."""
+def _final_metrics(model: Any, test_set: Any, profile: Profile, batch_size: int, threshold: float) -> dict:
+    """``infer.evaluate`` on the Test split at ``threshold`` (``{"images": 0}`` when there is none)."""
     if len(test_set) == 0:
         return {"images": 0, "note": "no Test split for these classes; nothing evaluated"}
     from . import infer
@@ -1009,6 +1050,7 @@ def _final_metrics(model: Any, test_set: Any, profile: Profile, batch_size: int)
             list(test_set),
             batch_size=max(1, batch_size),
             image_size=profile.image_size,
+            threshold=threshold,
             progress=False,
         )
     )

@@ -12,16 +12,16 @@ overlap.
 
 from __future__ import annotations
 
-import csv
 import functools
 import html
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .history import HistoryLike, read_history
 
 #: colour of the true label (the coarse DAGM ellipse) in every figure, RGB 0..1
 TRUTH_COLOR: tuple[float, float, float] = (0.2, 1.0, 0.2)
@@ -34,8 +34,6 @@ TRUTH_RGB8: tuple[int, int, int] = tuple(int(round(255 * c)) for c in TRUTH_COLO
 PRED_RGB8: tuple[int, int, int] = tuple(int(round(255 * c)) for c in PRED_COLOR)  # type: ignore[assignment]
 #: line colour per loss, so that BCE and Dice look the same in every curve
 MODEL_COLORS: dict[str, str] = {"bce": "tab:blue", "dice": "tab:orange", "bce_dice": "tab:green"}
-
-HistoryLike = Sequence[Mapping[str, Any]] | str | os.PathLike
 
 
 def _plt():
@@ -163,19 +161,6 @@ def plot_foreground_share(masks: np.ndarray, title: str = "Defect pixels are rar
 
 
 # ----------------------------------------------------------------------------- training curves
-def read_history(source: HistoryLike) -> list[dict[str, float]]:
-    """A training history: a list of per-epoch dicts, or read from ``history.csv`` (or its run folder)."""
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        if path.is_dir():
-            path = path / "history.csv"
-        with open(path, newline="", encoding="utf-8") as fh:
-            return [{k: _to_float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    if hasattr(source, "history") and not isinstance(source, Sequence):  # a Run
-        return read_history(source.history)  # type: ignore[attr-defined]
-    return [dict(row) for row in source]
-
-
 def _to_float(value: Any) -> float:
     try:
         return float(value)

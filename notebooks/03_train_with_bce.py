@@ -162,11 +162,12 @@ print(
 # * **`jit_compile`**: whether XLA compiles the training step (on a GPU it does; on a CPU the
 #   profile decides).
 #
-# The `strategy.scope()` matters only with several GPUs or a TPU, where every weight must be made
-# on each device; on one device it changes nothing.
+# The model is built and compiled inside `run.scope()`: the run's precision (bfloat16 on a CPU
+# that has bfloat16 instructions, float16 on a GPU; float32 otherwise) and, with several GPUs or
+# a TPU, its distribution strategy, which makes every weight on each device.
 
 # %%
-with run.strategy.scope():
+with run.scope():
     model = small_unet(**run.profile.model)  # notebook 2's network; batch norm in the cpu profile
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=run.learning_rate),

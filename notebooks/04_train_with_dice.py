@@ -157,7 +157,7 @@ for what, y in (("clean batch, predicted empty", empty), ("defect, predicted per
 
 # %%
 run = TrainingRun(run_config(nb, "dice"))
-with run.strategy.scope():
+with run.scope():
     model = small_unet(**run.profile.model)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=run.learning_rate),

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from dagm_helpers import bench
+from dagm_helpers.speed import bench
 
 REQUIRED = {
     "baseline_train_img_s",
@@ -110,7 +110,7 @@ def test_quick_bench_measured_the_tutorial_way_in_tensorflows_default_setup(quic
         [
             sys.executable,
             "-c",
-            "import tensorflow; from dagm_helpers.fast import onednn_enabled; print(onednn_enabled())",
+            "import tensorflow; from dagm_helpers.speed.fast import onednn_enabled; print(onednn_enabled())",
         ],
         env=env,
         capture_output=True,
@@ -132,7 +132,7 @@ def test_quick_bench_measured_the_tutorial_way_in_tensorflows_default_setup(quic
 
 
 def test_tutorial_env_drops_the_onednn_switch_and_the_fast_env_sets_it(monkeypatch):
-    from dagm_helpers.fast import ONEDNN_ENV
+    from dagm_helpers.speed.fast import ONEDNN_ENV
 
     monkeypatch.setenv(ONEDNN_ENV, "1")
     monkeypatch.setenv("DAGM_HOME", "/somewhere")
@@ -158,7 +158,7 @@ def test_child_failure_is_reported_with_its_error():
 
 
 def test_quick_bench_reports_every_inference_path_and_the_chosen_one(quick_result):
-    from dagm_helpers import fast
+    from dagm_helpers.speed import fast
 
     r = quick_result
     paths = r["infer_paths"]
@@ -352,7 +352,7 @@ def test_peak_rss_of_a_child_is_its_own_not_its_parents():
     ballast = np.ones(400 * 1024 * 1024 // 8)  # 400 MB resident in this process
     assert bench.peak_rss_mb() >= 400
     child = subprocess.run(
-        [sys.executable, "-c", "from dagm_helpers import bench; print(bench.peak_rss_mb())"],
+        [sys.executable, "-c", "from dagm_helpers.speed import bench; print(bench.peak_rss_mb())"],
         capture_output=True,
         text=True,
         check=True,
@@ -365,7 +365,7 @@ def test_fast_path_throughput_honours_mixed_precision_for_the_fast_model_only(mo
     """The gpu settings train in mixed precision; the tutorial's models in the same process stay float32."""
     import keras
 
-    from dagm_helpers import fast
+    from dagm_helpers.speed import fast
 
     gpu_like = dict(fast.training_settings("cpu"), onednn=False, mixed_precision=True, conv_gradients=None)
     monkeypatch.setattr(fast, "training_settings", lambda device=None: gpu_like)

@@ -71,3 +71,26 @@ def test_colab_url_points_at_the_notebook():
         url
         == f"https://colab.research.google.com/github/{config.REPO_SLUG}/blob/main/notebooks/01_get_the_data.ipynb"
     )
+
+
+def test_every_recipe_option_is_declared_once_and_reaches_profile_config_and_command_line():
+    import dataclasses
+
+    from dagm_helpers.cli import build_parser
+    from dagm_helpers.training import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    profile_fields = {f.name for f in dataclasses.fields(config.Profile)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for option in config.RECIPE_OPTIONS:
+        assert option.field in profile_fields and option.name in train_fields, option
+        for command in ("train", "compare"):
+            flags = {s for a in sub.choices[command]._actions for s in a.option_strings}
+            assert "--" + option.name.replace("_", "-") in flags, (command, option.name)
+        value = 7 if option.type is int else 0.25
+        if option.name == "image_size":
+            value = 256
+        if option.name == "crop_size":
+            value = 128
+        resolved = TrainConfig(out="x", profile="cpu", **{option.name: value}).resolve_profile()
+        assert getattr(resolved, option.field) == value, option

@@ -8,8 +8,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from dagm_helpers import conv_grad  # noqa: E402
 from dagm_helpers.model import small_unet  # noqa: E402
+from dagm_helpers.speed import conv_grad  # noqa: E402
 
 
 @pytest.mark.parametrize("channels", [(3, 5), (40, 32)])  # below / above MIN_MATMUL_CHANNELS

@@ -9,10 +9,10 @@ keras = pytest.importorskip("keras")
 
 from _nets import decisive_head  # noqa: E402
 
-from dagm_helpers import fast  # noqa: E402
 from dagm_helpers.errors import ConfigError  # noqa: E402
 from dagm_helpers.metrics import dice  # noqa: E402
 from dagm_helpers.model import small_unet  # noqa: E402
+from dagm_helpers.speed import fast  # noqa: E402
 
 #: float32 runtimes reorder sums differently from TensorFlow; probabilities agree to this
 F32_ATOL = 1e-4
@@ -191,7 +191,7 @@ def test_bad_arguments_are_config_errors(model):
         fast.fast_predictor(model, backend="tf", precision="int8")
     with pytest.raises(ConfigError, match="batch_size"):
         fast.fast_predictor(model, batch_size=0)
-    with pytest.raises(ConfigError, match="shaped"):
+    with pytest.raises(ConfigError, match="shape"):
         fast.fast_predictor(model, backend="tf")(np.zeros((2, 16, 16, 3)))
 
 
@@ -219,7 +219,7 @@ def test_training_settings():
 
 _ONEDNN_PROBE = """
 import json, sys
-from dagm_helpers import fast
+from dagm_helpers.speed import fast
 before = fast.onednn_enabled()
 asked = fast.enable_onednn()
 import tensorflow
@@ -276,7 +276,8 @@ print(json.dumps({"onednn": info["onednn"]}))
 
 _CLI_PROBE = """
 import json, os, sys, tempfile
-from dagm_helpers import cli, fast
+from dagm_helpers import cli
+from dagm_helpers.speed import fast
 seen = {}
 for argv in (["bench", "--quick", "--baseline-minutes", "-1"], ["info", tempfile.mkdtemp()]):
     cli.main(argv)  # both refuse their input (exit 2) before any real work
@@ -320,3 +321,28 @@ def test_openvino_runners_share_one_core(model, images, monkeypatch):
     finally:
         fast._openvino_core.cache_clear()
     assert len(made) == 1
+
+
+@pytest.mark.parametrize(
+    ("features", "onednn", "expected"),
+    [
+        ({"amx_bf16": True, "avx512_bf16": True}, True, True),
+        ({"amx_bf16": False, "avx512_bf16": True}, True, True),
+        ({"amx_bf16": False, "avx512_bf16": False}, True, False),  # no bf16 instructions
+        ({}, True, False),  # not Linux, or flags unknown
+        ({"amx_bf16": True, "avx512_bf16": True}, False, False),  # oneDNN off: no bf16 kernels
+    ],
+)
+def test_bf16_only_on_cpus_with_bf16_instructions(monkeypatch, features, onednn, expected):
+    monkeypatch.setattr(fast, "cpu_features", lambda: features)
+    monkeypatch.setattr(fast, "onednn_enabled", lambda: onednn)
+    assert fast.bf16_capable() is expected
+    assert fast.cpu_training_precision(on_gpu=False) == "float32"  # the default until measured
+
+
+def test_cpu_features_names_the_cpu_and_its_flags():
+    features = fast.cpu_features()
+    if not features:
+        pytest.skip("no /proc/cpuinfo here")
+    assert features["cpu_model"] and set(fast.CPU_FLAGS) <= set(features)
+    assert all(isinstance(features[name], bool) for name in fast.CPU_FLAGS)

@@ -160,7 +160,7 @@ def _raw(model, batch):
 def test_required_multiple(tiny):
     assert infer.required_multiple(tiny) == 4
     assert infer.required_multiple(small_unet(filters=2, depth=4)) == 16
-    assert infer._downsampling_factor(small_unet(filters=2, depth=3)) == 8
+    assert infer.required_multiple(small_unet(filters=2, depth=3)) == 8
 
 
 def test_predict_any_size_returns_own_size(tiny):
@@ -371,10 +371,10 @@ def test_evaluate_streams_in_chunks(tmp_path, monkeypatch):
 def test_evaluate_fast_path_gives_the_same_numbers(tmp_path):
     import numpy as np
 
-    from dagm_helpers import fast
     from dagm_helpers.data.layout import scan
     from dagm_helpers.data.synth import synthesize
     from dagm_helpers.model import small_unet
+    from dagm_helpers.speed import fast
 
     if not (fast.ncnn_available() or fast.openvino_available()):
         pytest.skip("neither ncnn nor openvino installed: evaluate uses TensorFlow only")
@@ -393,7 +393,7 @@ def test_evaluate_fast_path_gives_the_same_numbers(tmp_path):
 
 
 def test_predict_proba_fast_gives_the_same_probabilities_tiled_or_not():
-    from dagm_helpers import fast
+    from dagm_helpers.speed import fast
 
     if not (fast.ncnn_available() or fast.openvino_available()):
         pytest.skip("neither ncnn nor openvino installed: fast=True runs TensorFlow")
@@ -407,7 +407,7 @@ def test_predict_proba_fast_gives_the_same_probabilities_tiled_or_not():
     kwargs = {"tile_size": 64, "tile_overlap": 16, "max_untiled_pixels": 64 * 80}  # the second one is tiled
     runner = infer._Runner(model, 8, fast=True)
     assert runner.backend == "auto"  # chosen by timing on the first call
-    runner.run([images[0][:48, :64]])
+    runner.run([images[1][:48, :64]])  # a padded batch, as predict_proba makes them
     assert runner.backend in ("ncnn", "openvino", "tf")
     slow = infer.predict_proba(model, images, **kwargs)
     quick = infer.predict_proba(model, images, fast=True, **kwargs)
@@ -417,7 +417,7 @@ def test_predict_proba_fast_gives_the_same_probabilities_tiled_or_not():
 
 
 def test_fast_predictor_is_reused_until_the_weights_change(monkeypatch):
-    from dagm_helpers import fast
+    from dagm_helpers.speed import fast
 
     if not (fast.ncnn_available() or fast.openvino_available()):
         pytest.skip("neither ncnn nor openvino installed: fast=True runs TensorFlow")
@@ -454,7 +454,43 @@ def test_prediction_caches_do_not_keep_a_model_alive(fast_path):
     alive = weakref.ref(model)
     for shape in [(32, 32), (48, 32)]:  # two traced shapes
         infer.predict_proba(model, np.zeros(shape, np.uint8), fast=fast_path)
-    assert model in infer._PREDICT_FNS or model in infer._FAST_PREDICTORS
+    from dagm_helpers.speed import fast
+
+    assert model in (fast._RUNNERS if fast_path else infer._PREDICT_FNS)
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_a_model_trained_in_mixed_precision_loads_for_float32_inference(tmp_path):
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = small_unet(filters=4)
+    finally:
+        keras.config.set_dtype_policy(before)
+    assert mixed.get_layer("enc1_conv1").compute_dtype == "bfloat16"
+    path = tmp_path / "mixed.keras"
+    infer.save_model(mixed, path)
+    loaded = infer.load_model(path)
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    for a, b in zip(mixed.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # the very same weights
+    x = np.random.default_rng(0).integers(0, 256, (1, 32, 32)).astype(np.uint8)
+    assert infer.predict_proba(loaded, x).dtype == np.float32
+    assert infer.as_float32(loaded) is loaded  # a float32 model is left as it is
+
+
+def test_train_precision_option(tmp_path):
+    from dagm_helpers.errors import ConfigError
+    from dagm_helpers.training import TrainConfig, TrainingRun, train
+
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        TrainingRun(TrainConfig(out=tmp_path / "bad", profile="smoke", precision="int4", verbose=0))
+    run = train(
+        TrainConfig(
+            out=tmp_path / "bf16", profile="smoke", precision="mixed_bfloat16", verbose=0, evaluate_test=False
+        )
+    )
+    assert run.config["precision"] == "mixed_bfloat16"
+    assert {layer.dtype_policy.name for layer in run.model.layers} == {"float32"}  # ready for inference

@@ -10,9 +10,9 @@ keras = pytest.importorskip("keras")
 
 from _nets import decisive_head  # noqa: E402
 
-from dagm_helpers import ncnn_export  # noqa: E402
 from dagm_helpers.errors import ConfigError  # noqa: E402
 from dagm_helpers.model import small_unet  # noqa: E402
+from dagm_helpers.speed import ncnn_export  # noqa: E402
 
 VARIANTS = {
     "tutorial": {},

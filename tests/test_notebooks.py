@@ -21,7 +21,7 @@ from nbformat.v4 import new_code_cell, new_output
 
 from dagm_helpers.config import REPO_URL, colab_url
 from dagm_helpers.errors import ConfigError
-from dagm_helpers.notebook import (
+from dagm_helpers.tooling.notebooks import (
     ATTACH_REPORT_ENV,
     CHECK_MARKER,
     attach_expected_outputs,
@@ -269,7 +269,7 @@ def test_load_expected_outputs_reads_the_file_and_names_what_is_wrong(tmp_path):
 
 def test_refresh_records_checked_stdout_and_leaves_the_notebook_untouched(tmp_path):
     """``refresh`` executes a notebook, rewrites only its entry of expected_outputs.json, keeps the rest."""
-    from dagm_helpers.notebook import refresh_checked_outputs
+    from dagm_helpers.tooling.notebooks import refresh_checked_outputs
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [

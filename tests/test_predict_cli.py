@@ -227,7 +227,7 @@ def test_export_ncnn_cli_corrupt_model_one_error_line(tmp_path, capsys):
 
 
 def test_predict_cli_fast_and_tensorflow_agree(inputs, tmp_path):
-    from dagm_helpers import fast
+    from dagm_helpers.speed import fast
 
     if not (fast.ncnn_available() or fast.openvino_available()):
         pytest.skip("neither ncnn nor openvino installed: --fast runs TensorFlow")
@@ -249,7 +249,7 @@ def test_predict_cli_fast_and_tensorflow_agree(inputs, tmp_path):
 
 
 def test_predict_cli_int8_calibrates_on_the_given_images(model_path, inputs, tmp_path, monkeypatch):
-    from dagm_helpers import fast
+    from dagm_helpers.speed import fast
 
     if not (fast.openvino_available() and fast.nncf_available()):
         pytest.skip("openvino and nncf needed for int8")

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from dagm_helpers.series import NotebookError, notebook_paths, run_series
+from dagm_helpers.tooling.series import NotebookError, notebook_paths, run_series
 
 
 def _write(path, *sources):
@@ -60,7 +60,7 @@ def test_run_series_writes_executed_notebooks_and_html(tmp_path, capsys):
 def test_displayed_figures_are_written_as_png_files(tmp_path):
     import base64
 
-    from dagm_helpers.series import write_figures
+    from dagm_helpers.tooling.series import write_figures
 
     png = base64.b64decode(
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -108,7 +108,7 @@ def test_a_failing_notebook_stops_the_series_with_a_clear_error(tmp_path):
 
 
 def test_progress_line_turns_keras_progress_bars_into_one_line_per_epoch():
-    from dagm_helpers.series import progress_line
+    from dagm_helpers.tooling.series import progress_line
 
     assert progress_line("[train] runs/bce: 19 train / 5 val images\n", None) == (
         "[train] runs/bce: 19 train / 5 val images",

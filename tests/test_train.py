@@ -71,9 +71,13 @@ def test_run_folder_files_and_columns(run3):
     assert cfg["steps_per_epoch"] == STEPS and cfg["replicas"] == 1 and cfg["global_batch_size"] == 2
     assert cfg["train_config"]["seed"] == 7 and "tensorflow" in cfg["versions"]
     # what the run really used: the smoke profile asks for no XLA; oneDNN as this process has it
-    from dagm_helpers.fast import onednn_enabled
+    from dagm_helpers.speed.fast import onednn_enabled
 
     assert cfg["xla"] is False and cfg["onednn"] is onednn_enabled()
+    from dagm_helpers import hooks
+
+    assert cfg["precision"] == hooks.training_precision(on_gpu=False)  # bf16 where the CPU has it
+    assert cfg["accelerators"] == ["dagm_helpers.speed"]
     state = json.loads((d / "state.json").read_text())
     assert state["epochs_done"] == 3 and state["optimizer_iterations"] == 3 * STEPS
     assert run3.history == train_mod.read_history(d / "history.csv")
@@ -444,3 +448,74 @@ def test_every_recipe_option_reaches_train_and_compare_alike(monkeypatch):
     args = build_parser().parse_args(["compare", "--out", "c", "--seeds", "1", *options])
     experiment.compare_cli(args)
     assert {k: seen[k] for k in expected} == expected and seen["seeds"] == 1
+
+
+# ----------------------------------------------------------------------------- a schedule sized to the budget
+def test_budget_schedule_is_sized_from_measured_step_time_and_kept_on_resume(data, tmp_path):
+    """The cpu profile's schedule: steps per epoch from the step and validation times measured on
+    this machine, recorded in config.json, and the same when the run resumes."""
+    config = TrainConfig(
+        out=tmp_path / "sized",
+        data=str(data),
+        classes=(1,),
+        loss="dice",
+        profile="cpu",
+        image_size=64,
+        crop_size=32,
+        batch_size=2,
+        epochs=2,
+        max_minutes=0.2,
+        seed=3,
+        verbose=0,
+        evaluate_test=False,
+        model={"filters": 4},
+    )
+    run = train(config)
+    saved = json.loads((tmp_path / "sized" / "config.json").read_text())
+    schedule = saved["schedule"]
+    assert schedule["sized_to_budget"] is True and schedule["epochs"] == 2 and schedule["budget_s"] == 12.0
+    left = schedule["budget_s"] - schedule["probe_s"] - 2 * schedule["measured_validation_s"]
+    expected = max(1, int(left * train_mod.SCHEDULE_FILL / (2 * schedule["measured_step_s"])))
+    assert saved["steps_per_epoch"] == schedule["steps_per_epoch"] == expected
+    assert saved["train_config"]["steps_per_epoch"] == expected  # what --resume reads back
+    assert schedule["planned_training_s"] <= schedule["budget_s"]
+    assert len(run.history) >= 1
+    resumed = train_mod.TrainingRun(TrainConfig(out=tmp_path / "sized", resume=True, verbose=0))
+    assert resumed.steps_per_epoch == expected and resumed.schedule == schedule
+
+
+def test_profiles_without_a_budget_schedule_keep_their_steps(run3):
+    assert run3.config["schedule"] == {"sized_to_budget": False} and run3.config["steps_per_epoch"] == STEPS
+
+
+# ----------------------------------------------------------------------------- the threshold
+def test_the_run_chooses_its_threshold_on_validation_and_commands_use_it(run3, tmp_path):
+    from dagm_helpers.infer import model_threshold
+
+    metrics = json.loads((run3.dir / "metrics.json").read_text())
+    assert metrics["threshold_source"] == "validation" and 0.0 < metrics["threshold"] < 1.0
+    assert 0.0 <= metrics["val_dice_at_threshold"] <= 1.0
+    assert model_threshold(run3.dir / "model.keras") == metrics["threshold"]  # evaluate/predict default
+    assert model_threshold(run3.dir / "model.keras", 0.3) == 0.3  # an explicit --threshold wins
+    assert model_threshold(tmp_path / "no_run_here.keras") == 0.5
+
+
+def test_no_defective_validation_image_means_threshold_half_with_a_warning(tmp_path):
+    import types
+
+    run = types.SimpleNamespace(out=tmp_path, val_y=np.zeros((3, 8, 8), np.uint8))
+    with pytest.warns(RuntimeWarning, match="validation images hold no defect.*using 0.5"):
+        chosen = train_mod.TrainingRun.choose_threshold(run, model=None)
+    assert chosen == {"threshold": 0.5, "threshold_source": "default"}
+
+
+def test_a_run_never_changes_keras_global_dtype_policy(data, tmp_path):
+    """The run's precision (bfloat16 on some CPUs) applies inside run.scope() only."""
+    import keras
+
+    before = keras.mixed_precision.global_policy().name
+    run = train_mod.TrainingRun(child_config(data, tmp_path / "policy", 1))
+    assert keras.mixed_precision.global_policy().name == before
+    with run.scope():
+        assert keras.mixed_precision.global_policy().name == run.precision
+    assert keras.mixed_precision.global_policy().name == before

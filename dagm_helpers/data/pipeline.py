@@ -223,35 +223,12 @@ def dataset_from_arrays(
     """
     import tensorflow as tf
 
-    images = np.asarray(images)
-    masks = np.asarray(masks)
-    if images.ndim != 3 or masks.shape != images.shape:
-        raise DatasetError(
-            f"images and masks must be arrays of the same shape (N, H, W), got {images.shape} and {masks.shape}"
-        )
+    images, masks = np.asarray(images), np.asarray(masks)
+    crop_size = _check_dataset_args(
+        images, masks, batch_size, crop_size, defect_crop_fraction, defective_share, shuffle
+    )
     n, height, width = images.shape
-    if n == 0:
-        raise DatasetError(
-            "no images to build a dataset from: check the data folder, --classes and the split"
-        )
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    if crop_size is not None and crop_size > 0:
-        if crop_size > min(height, width):
-            raise ConfigError(
-                f"crop size {crop_size} is larger than the images ({height}x{width}); "
-                f"choose a crop size of at most {min(height, width)} or a larger image size"
-            )
-        out_h = out_w = int(crop_size)
-    else:
-        crop_size = None
-        out_h, out_w = height, width
-    if not 0.0 <= defect_crop_fraction <= 1.0:
-        raise ConfigError(f"defect_crop_fraction must be between 0 and 1, got {defect_crop_fraction}")
-    if defective_share is not None and not 0.0 <= defective_share <= 1.0:
-        raise ConfigError(f"defective_share must be between 0 and 1, got {defective_share}")
-    if defective_share and not shuffle:
-        raise ConfigError("defective_share (oversampling defective images) needs shuffle=True")
+    out_h, out_w = (crop_size, crop_size) if crop_size is not None else (height, width)
     drop = repeat if drop_remainder is None else drop_remainder
     if repeat:
         steps = int(steps_per_epoch) if steps_per_epoch else steps_for(n, batch_size)
@@ -295,23 +272,10 @@ def dataset_from_arrays(
         # on, has no uint8 kernel without AVX-512 and logs an error line for every run otherwise
         pair = tf.cast(pair, tf.float32)
         if augment:
-            flip = tf.random.stateless_uniform([], seed=seeds[4]) < 0.5
-            pair = tf.cond(flip, lambda: tf.reverse(pair, axis=[1]), lambda: pair)
-            turns = tf.random.stateless_uniform([], seed=seeds[5], minval=0, maxval=4, dtype=tf.int32)
-            if not square:
-                turns = 2 * (turns // 2)
-            pair = tf.image.rot90(pair, k=turns)
-            pair = tf.ensure_shape(pair, [out_h, out_w, 2])
+            pair = _flip_and_turn(pair, seeds, square, out_h, out_w)
         x, y = pair[..., :1], pair[..., 1:]
         if intensity_jitter:
-            delta = tf.random.stateless_uniform(
-                [], seed=seeds[6], minval=-BRIGHTNESS_DELTA, maxval=BRIGHTNESS_DELTA
-            )
-            factor = tf.random.stateless_uniform(
-                [], seed=seeds[7], minval=CONTRAST_RANGE[0], maxval=CONTRAST_RANGE[1]
-            )
-            mean = tf.reduce_mean(x)
-            x = tf.clip_by_value((x - mean) * factor + mean + delta, 0.0, 255.0)
+            x = _jitter(x, seeds)
         return x, y
 
     epochs = tf.data.Dataset.range(int(start_epoch), int(start_epoch) + 1)
@@ -321,6 +285,65 @@ def dataset_from_arrays(
     ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_dataset_args(
+    images: np.ndarray,
+    masks: np.ndarray,
+    batch_size: int,
+    crop_size: int | None,
+    defect_crop_fraction: float,
+    defective_share: float | None,
+    shuffle: bool,
+) -> int | None:
+    """Refuse what :func:`dataset_from_arrays` cannot do; return the crop size (None: full images)."""
+    if images.ndim != 3 or masks.shape != images.shape:
+        raise DatasetError(
+            f"images and masks must be arrays of the same shape (N, H, W), got {images.shape} and {masks.shape}"
+        )
+    n, height, width = images.shape
+    if n == 0:
+        raise DatasetError(
+            "no images to build a dataset from: check the data folder, --classes and the split"
+        )
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if crop_size is not None and crop_size > min(height, width):
+        raise ConfigError(
+            f"crop size {crop_size} is larger than the images ({height}x{width}); "
+            f"choose a crop size of at most {min(height, width)} or a larger image size"
+        )
+    if not 0.0 <= defect_crop_fraction <= 1.0:
+        raise ConfigError(f"defect_crop_fraction must be between 0 and 1, got {defect_crop_fraction}")
+    if defective_share is not None and not 0.0 <= defective_share <= 1.0:
+        raise ConfigError(f"defective_share must be between 0 and 1, got {defective_share}")
+    if defective_share and not shuffle:
+        raise ConfigError("defective_share (oversampling defective images) needs shuffle=True")
+    return int(crop_size) if crop_size is not None and crop_size > 0 else None
+
+
+def _flip_and_turn(pair, seeds, square: bool, out_h: int, out_w: int):
+    """A random horizontal flip and a random turn by a multiple of 90 degrees (180 when not square)."""
+    import tensorflow as tf
+
+    flip = tf.random.stateless_uniform([], seed=seeds[4]) < 0.5
+    pair = tf.cond(flip, lambda: tf.reverse(pair, axis=[1]), lambda: pair)
+    turns = tf.random.stateless_uniform([], seed=seeds[5], minval=0, maxval=4, dtype=tf.int32)
+    if not square:
+        turns = 2 * (turns // 2)
+    return tf.ensure_shape(tf.image.rot90(pair, k=turns), [out_h, out_w, 2])
+
+
+def _jitter(x, seeds):
+    """Brightness shift up to +-BRIGHTNESS_DELTA grey levels and contrast factor in CONTRAST_RANGE."""
+    import tensorflow as tf
+
+    delta = tf.random.stateless_uniform([], seed=seeds[6], minval=-BRIGHTNESS_DELTA, maxval=BRIGHTNESS_DELTA)
+    factor = tf.random.stateless_uniform(
+        [], seed=seeds[7], minval=CONTRAST_RANGE[0], maxval=CONTRAST_RANGE[1]
+    )
+    mean = tf.reduce_mean(x)
+    return tf.clip_by_value((x - mean) * factor + mean + delta, 0.0, 255.0)
 
 
 def _crop(pair, defective, seeds, crop: int, fraction: float, height: int, width: int):

@@ -42,6 +42,7 @@ from scipy import ndimage as ndi
 
 from .. import atomic, config
 from ..errors import ConfigError
+from .layout import LabelRow, format_labels_txt
 
 #: Bump when the generator's output changes: cached data sets of another version are regenerated.
 #: Version 3: class 1's texture envelope is shallower (``envelope`` 0.3 -> 0.1), see
@@ -620,17 +621,6 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format="PNG", compress_level=0)
 
 
-def labels_txt(rows: Iterable[tuple[str, bool]]) -> str:
-    """``Labels.txt`` exactly as shipped: header ``1``, tab-separated rows, trailing tab on clean rows."""
-    lines = ["1"]
-    for sid, defective in rows:
-        if defective:
-            lines.append(f"{sid}\t1\t{sid}.PNG\t0\t{sid}_label.PNG")
-        else:
-            lines.append(f"{sid}\t0\t{sid}.PNG\t0\t0\t")
-    return "\n".join(lines) + "\n"
-
-
 def _write_split(folder: Path, class_id: int, split: str, n: int | None, seed: int) -> None:
     label_dir = folder / "Label"
     label_dir.mkdir(parents=True)
@@ -641,7 +631,10 @@ def _write_split(folder: Path, class_id: int, split: str, n: int | None, seed: i
         _save_png(folder / f"{sid}.PNG", sample.image)
         if sample.mask is not None:
             _save_png(label_dir / f"{sid}_label.PNG", sample.mask)
-    (label_dir / "Labels.txt").write_bytes(labels_txt((sid, flags[sid]) for sid in ids).encode("ascii"))
+    rows = (
+        LabelRow(sid, flags[sid], f"{sid}.PNG", f"{sid}_label.PNG" if flags[sid] else None) for sid in ids
+    )
+    (label_dir / "Labels.txt").write_bytes(format_labels_txt(rows).encode("ascii"))
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
@@ -768,7 +761,6 @@ __all__ = [
     "ensure_synthetic",
     "generate_image",
     "is_complete",
-    "labels_txt",
     "n_defective",
     "real_count",
     "sample_ids",

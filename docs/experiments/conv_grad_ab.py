@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from dagm_helpers import conv_grad  # noqa: E402
+from dagm_helpers.speed import conv_grad  # noqa: E402
 
 
 def _filter_grad_copies(x, dy, kh: int, kw: int):
@@ -69,10 +69,10 @@ VARIANTS = {
 def main() -> None:
     import keras
 
-    from dagm_helpers.bench import _median_step_s
-    from dagm_helpers.fast import onednn_enabled
     from dagm_helpers.losses import DiceLoss
     from dagm_helpers.model import small_unet
+    from dagm_helpers.speed.bench import _median_step_s
+    from dagm_helpers.speed.fast import onednn_enabled
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)

@@ -6,7 +6,7 @@ For every 3x3 convolution shape of the tutorial U-Net at 512x512, batch 10, GFLO
 forward convolution; the input gradient as TensorFlow computes it (``Conv2DBackpropInput``) and
 as a forward convolution of the output gradient with the flipped kernel; the weight gradient as
 TensorFlow computes it (``Conv2DBackpropFilter``) and as one matrix product per kernel tap (what
-``dagm_helpers.conv_grad`` does from ``MIN_MATMUL_CHANNELS``). Every variant is checked against
+``dagm_helpers.speed.conv_grad`` does from ``MIN_MATMUL_CHANNELS``). Every variant is checked against
 TensorFlow's result. Each setting runs in its own process, because TensorFlow reads
 ``TF_ENABLE_ONEDNN_OPTS`` once, at import. Best of 3 calls after one warm-up.
 """
@@ -52,8 +52,8 @@ def _best_s(fn, repeats: int = 3) -> float:
 def measure() -> None:
     import tensorflow as tf
 
-    from dagm_helpers.conv_grad import _filter_grad_matmul
-    from dagm_helpers.fast import onednn_enabled
+    from dagm_helpers.speed.conv_grad import _filter_grad_matmul
+    from dagm_helpers.speed.fast import onednn_enabled
 
     print(f"oneDNN {'on' if onednn_enabled() else 'off'}: GFLOP/s (batch {BATCH})")
     print("size  in  out   forward  dx:TF  dx:conv  dW:TF  dW:matmul")

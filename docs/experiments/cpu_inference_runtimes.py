@@ -23,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from dagm_helpers import fast  # noqa: E402
 from dagm_helpers.model import small_unet  # noqa: E402
+from dagm_helpers.speed import fast  # noqa: E402
 
 N = 8
 ROUNDS = 3

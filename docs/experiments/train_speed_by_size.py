@@ -21,7 +21,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from dagm_helpers.bench import _baseline_train_throughput, _fast_path_env, _in_child  # noqa: E402
+from dagm_helpers.speed.bench import _baseline_train_throughput, _fast_path_env, _in_child  # noqa: E402
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ turns raw grey images into defect probabilities, like ``infer.predict_proba`` bu
 through the fastest runtime available:
 
 ``"ncnn"``
-    the Keras model converted to an ncnn network by :mod:`dagm_helpers.ncnn_export` and run
+    the Keras model converted to an ncnn network by :mod:`dagm_helpers.speed.ncnn_export` and run
     one image at a time with Winograd 3x3 convolutions (~4x fewer multiplications); float32,
     same numbers as TensorFlow within ~1e-5. The fastest path measured on a 2-core AVX2 CPU
     (~20% faster than OpenVINO there, ``docs/performance.md``). Any image size, nothing to compile.
@@ -46,20 +46,18 @@ import functools
 import importlib.util
 import os
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 BACKENDS: tuple[str, ...] = ("auto", "ncnn", "openvino", "xla", "tf")
-PRECISIONS: tuple[str, ...] = ("f32", "int8")
 #: TensorFlow's switch for its oneDNN CPU kernels, read once when TensorFlow is imported
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-#: images used to calibrate int8 quantisation when none are given (the first ones predicted)
-DEFAULT_CALIBRATION_IMAGES = 32
 #: side of the square centre crops larger calibration images are cut to. Whole 512x512 images
 #: calibrate much better than 256x256 crops of them (masks agreeing with float32 at Dice 0.995
 #: against 0.985, ``docs/performance.md``): a crop misses the statistics of the image's edges
@@ -69,12 +67,15 @@ AUTO_PROBE_REPEATS = 3
 
 __all__ = [
     "BACKENDS",
-    "PRECISIONS",
     "Predictor",
     "configure_threads",
+    "cpu_features",
+    "bf16_capable",
+    "cpu_training_precision",
     "enable_onednn",
     "fast_predictor",
     "openvino_available",
+    "runner_for",
     "ncnn_available",
     "nncf_available",
     "onednn_enabled",
@@ -118,48 +119,12 @@ def configure_threads(intra: int | None = None, inter: int | None = None) -> boo
     return True
 
 
-def _ceil_to(n: int, m: int) -> int:
-    return -(-n // m) * m
-
-
-def _as_batch(images: Any) -> tuple[np.ndarray, bool]:
-    """(N, H, W) float32 raw grey values and whether a single 2-D image was given."""
-    if isinstance(images, (list, tuple)):
-        shapes = {np.shape(a) for a in images}
-        if len(shapes) > 1:
-            raise ConfigError(
-                f"fast predictor: images of different sizes {sorted(shapes)} in one call; "
-                "call it once per size (or use infer.predict_proba)"
-            )
-        images = np.stack([np.asarray(a) for a in images]) if images else np.zeros((0, 16, 16))
-    x = np.asarray(images)
-    single = x.ndim == 2
-    if single:
-        x = x[None]
-    if x.ndim == 4 and x.shape[-1] == 1:
-        x = x[..., 0]
-    if x.ndim != 3:
-        raise ConfigError(
-            f"fast predictor: expected grey images shaped (N, H, W) or (N, H, W, 1), got shape {x.shape}"
-        )
-    if x.dtype.kind not in "uif" and x.dtype != bool:
-        raise ConfigError(f"fast predictor: images must be numeric, got dtype {x.dtype}")
-    return x.astype(np.float32, copy=False), single
-
-
-def _pad(x: np.ndarray, multiple: int) -> np.ndarray:
-    """Reflection-pad (N, H, W) at the bottom/right to a multiple (edge mode when too small to reflect)."""
-    n, h, w = x.shape
-    ph, pw = _ceil_to(h, multiple) - h, _ceil_to(w, multiple) - w
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < h and pw < w else "edge"
-    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode=mode)
-
-
 @dataclass
 class Predictor:
     """``predictor(images) -> float32 probabilities (N, H, W)``; see :func:`fast_predictor`.
+
+    Calling it runs :func:`dagm_helpers.infer.predict_proba` (the project's one prediction
+    engine: padding, batching, tiling) with this runtime doing the batches (:meth:`run`).
 
     Attributes:
         backend: the runtime actually used ("ncnn", "openvino", "xla" or "tf").
@@ -181,29 +146,37 @@ class Predictor:
     candidates: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict, repr=False)
     #: "auto" after its first call: images/s of each runtime on the first batch
     probe_img_s: dict[str, float] = field(default_factory=dict)
+    #: the Keras model, weakly: a cached predictor must not keep its model alive
+    _model: Any = field(default=None, repr=False)
 
     def __call__(self, images: Any) -> np.ndarray:
-        x, single = _as_batch(images)
-        n, h, w = x.shape
-        out = np.empty((n, h, w), np.float32)
-        if n:
-            padded = _pad(x, self.multiple)
-            first: np.ndarray | None = None
-            if self.candidates:  # "auto": time every runtime on the first batch, keep the fastest
-                probe = np.ascontiguousarray(padded[: self.batch_size, ..., None])
-                self.backend, self.probe_img_s, first = _fastest(self.candidates, probe)
-                self._run = self.candidates[self.backend]
-                self.candidates = {}
-            assert self._run is not None
-            for k in range(0, n, self.batch_size):
-                chunk = np.ascontiguousarray(padded[k : k + self.batch_size, ..., None])
-                shape = tuple(int(s) for s in chunk.shape[:3])
-                if shape not in self.compiled_shapes:  # each runtime compiles (or traces) per shape
-                    self.compiled_shapes.append(shape)
-                # the probe already ran the first batch through the winner
-                probs = first if k == 0 and first is not None else self._run(chunk)
-                out[k : k + len(chunk)] = probs[:, :h, :w]
-        return out[0] if single else out
+        from ..infer import predict_proba
+
+        model = self._model() if self._model is not None else None
+        if model is None:
+            raise ConfigError("fast predictor: its Keras model no longer exists; build a new predictor")
+        return predict_proba(model, images, batch_size=self.batch_size, predictor=self)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One batch ``(B, H, W, 1)`` float32, sides multiples of :attr:`multiple` -> ``(B, H, W)``.
+
+        "auto": the first batch is timed on every candidate runtime and the fastest kept."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[-1] != 1 or x.shape[1] % self.multiple or x.shape[2] % self.multiple:
+            raise ConfigError(  # a native runtime given a wrong shape can corrupt memory: refuse it
+                f"fast predictor: a batch must be (B, H, W, 1) with H and W multiples of {self.multiple}, "
+                f"got {x.shape}; call the predictor itself, which pads"
+            )
+        shape = tuple(int(s) for s in x.shape[:3])
+        if shape not in self.compiled_shapes:  # each runtime compiles (or traces) per shape
+            self.compiled_shapes.append(shape)
+        if self.candidates:
+            self.backend, self.probe_img_s, first = _fastest(self.candidates, x)
+            self._run = self.candidates[self.backend]
+            self.candidates = {}
+            return first
+        assert self._run is not None
+        return self._run(x)
 
     def info(self) -> dict:
         """JSON-friendly description (for benchmarks and logs)."""
@@ -270,25 +243,26 @@ def _tf_runner(model: Any, jit: bool) -> Callable[[np.ndarray], np.ndarray]:
 def _calibration_images(calibration: Any) -> list[np.ndarray] | None:
     """Calibration images as a list of (H, W) float32 arrays (sizes may differ), or None (none
     given, or an empty list: calibrate on the first batch predicted)."""
+    from ..infer import as_image_list
+
     if calibration is None:
         return None
-    if isinstance(calibration, (list, tuple)):
-        images = [_as_batch(img)[0] for img in calibration]
-        return [img for batch in images for img in batch] or None
-    batch, _ = _as_batch(calibration)
-    return list(batch) or None
+    items, _ = as_image_list(calibration)
+    return [np.asarray(img, np.float32) for img in items] or None
 
 
 def _calibration_crops(images: Any, multiple: int, limit: int) -> list[np.ndarray]:
     """Up to ``limit`` (1, c, c, 1) float32 images for NNCF: centre crops of at most
     :data:`CALIBRATION_CROP` a side, padded to the multiple."""
+    from ..infer import pad_to_multiple
+
     crops = []
     for img in images[:limit]:
         h, w = img.shape
         c = min(CALIBRATION_CROP, h, w)
         top, left = (h - c) // 2, (w - c) // 2
-        crop = _pad(img[None, top : top + c, left : left + c], multiple)
-        crops.append(np.ascontiguousarray(crop[..., None], dtype=np.float32))
+        crop = pad_to_multiple(img[top : top + c, left : left + c], multiple)
+        crops.append(np.ascontiguousarray(crop[None, ..., None], dtype=np.float32))
     return crops
 
 
@@ -408,11 +382,13 @@ def fast_predictor(
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown fast backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    from ..infer import PRECISIONS
+
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    from .model import required_multiple
+    from ..model import required_multiple
 
     multiple = int(required_multiple(model))
     chosen = backend
@@ -423,7 +399,16 @@ def fast_predictor(
         elif precision == "f32" and (ncnn_available() or openvino_available()):
             candidates = _cpu_candidates(model, threads, multiple)
             if len(candidates) > 1:
-                return Predictor("auto", "f32", batch_size, multiple, threads, None, candidates=candidates)
+                return Predictor(
+                    "auto",
+                    "f32",
+                    batch_size,
+                    multiple,
+                    threads,
+                    None,
+                    candidates=candidates,
+                    _model=weakref.ref(model),
+                )
             # only TensorFlow is left: OpenVINO would always be a candidate
             warnings.warn(
                 "ncnn cannot convert this model and openvino is not installed, so the fast predictor "
@@ -461,7 +446,54 @@ def fast_predictor(
             run = _openvino_runner(model, precision, threads, calib, multiple)
         else:
             run = _tf_runner(model, chosen == "xla")
-    return Predictor(chosen, precision, batch_size, multiple, threads, run)
+    return Predictor(chosen, precision, batch_size, multiple, threads, run, _model=weakref.ref(model))
+
+
+#: model -> {(batch_size, precision): (weights fingerprint, predictor or None)}: converting a model
+#: takes seconds, so repeated predictions reuse it while the weights stay the same
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_fingerprint(model: Any) -> int:
+    """A CRC-32 of the model's weight values: a converted copy of the model is stale once it changes."""
+    import zlib
+
+    crc = 0
+    for w in model.get_weights():
+        crc = zlib.crc32(np.ascontiguousarray(w).view(np.uint8), crc)
+    return crc
+
+
+def runner_for(
+    model: Any, batch_size: int, precision: str = "f32", calibration: Any = None
+) -> Predictor | None:
+    """The accelerator's hook (:func:`dagm_helpers.hooks.fast_runner`): the fastest predictor for
+    ``model``, or None when no runtime faster than TensorFlow is installed and able to run it.
+
+    Float32: the measured "auto" choice among ncnn, OpenVINO and TensorFlow, cached per model,
+    batch size and precision, and converted again when the model's weights have changed
+    (training went on, or ``set_weights``). int8: OpenVINO quantised on ``calibration``.
+    """
+    from ..model import required_multiple
+
+    if precision == "int8":
+        return fast_predictor(
+            model, backend="openvino", batch_size=batch_size, precision="int8", calibration=calibration
+        )
+    if not (ncnn_available() or openvino_available()) or required_multiple(model) != 16:
+        return None
+    fingerprint = _weights_fingerprint(model)
+    cached = _RUNNERS.setdefault(model, {})
+    key = (batch_size, precision)
+    if key in cached and cached[key][0] == fingerprint:
+        return cached[key][1]
+    try:
+        predictor = fast_predictor(model, backend="auto", batch_size=batch_size)
+    except Exception as exc:  # a conversion problem must not cost the prediction: plain TensorFlow
+        warnings.warn(f"fast inference unavailable ({exc}); using TensorFlow", RuntimeWarning, stacklevel=3)
+        predictor = None
+    cached[key] = (fingerprint, predictor)
+    return predictor
 
 
 def _cpu_candidates(
@@ -490,7 +522,7 @@ def training_settings(device: str | None = None) -> dict:
     ``fit``), ``prefetch`` (batches to prefetch; -1 = ``tf.data.AUTOTUNE``), ``threads``
     (``(intra, inter)`` op threads for :func:`configure_threads`, None = TensorFlow's default),
     ``onednn`` (run in a process where :func:`enable_onednn` ran before TensorFlow was imported),
-    ``conv_gradients`` (``"matmul"``: :func:`dagm_helpers.conv_grad.use_fast_conv_gradients` on the
+    ``conv_gradients`` (``"matmul"``: :func:`dagm_helpers.speed.conv_grad.use_fast_conv_gradients` on the
     model; None: TensorFlow's own gradients).
 
     On a CPU at 512x512 (``docs/performance.md``): oneDNN gives about 1.3x, the matrix-multiply
@@ -521,6 +553,51 @@ def training_settings(device: str | None = None) -> dict:
         "onednn": True,
         "conv_gradients": "matmul",
     }
+
+
+#: /proc/cpuinfo flags that matter for speed, by the name the reports use
+CPU_FLAGS = {
+    "avx2": "avx2",
+    "avx512": "avx512f",
+    "vnni": "avx512_vnni",
+    "avx_vnni": "avx_vnni",
+    "amx": "amx_tile",
+    "amx_bf16": "amx_bf16",
+    "avx512_bf16": "avx512_bf16",
+}
+
+
+@functools.cache
+def cpu_features() -> dict:
+    """The CPU's model name and which of :data:`CPU_FLAGS` it has (Linux; empty elsewhere)."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()  # noqa: SIM115
+    except OSError:
+        return {}
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), ""
+    )
+    flags = set(
+        next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    )
+    return {"cpu_model": model, **{name: flag in flags for name, flag in CPU_FLAGS.items()}}
+
+
+def bf16_capable() -> bool:
+    """True on a CPU with bfloat16 instructions (AMX or AVX512-BF16) with oneDNN's kernels on
+    (they carry the bfloat16 convolutions)."""
+    features = cpu_features()
+    return bool(features.get("amx_bf16") or features.get("avx512_bf16")) and bool(onednn_enabled())
+
+
+def cpu_training_precision(on_gpu: bool) -> str:
+    """The policy ``train`` uses on a CPU unless told otherwise: "float32".
+
+    bfloat16 mixed precision (``train --precision mixed_bfloat16``, on a CPU where
+    :func:`bf16_capable`) ran the cpu profile's steps 1.3x faster on 2 Sapphire Rapids cores,
+    but one real-data run was not better for it (``docs/real_data.md``), so it is not the
+    default until its quality is measured over seeds."""
+    return "float32"
 
 
 def enable_onednn() -> bool:

@@ -5,10 +5,10 @@ One run, one machine. :func:`run_benchmark` returns a JSON-friendly dict:
 * training throughput, same model, same 512x512 images, batch 10 (same work per image):
   the tutorial's way (``model.fit`` on in-memory float32 numpy arrays, Adam 1e-4, Dice
   loss) in a process of its own with TensorFlow in its default setup, against the
-  project's fast path (:func:`dagm_helpers.fast.training_settings`), measured in a second
+  project's fast path (:func:`dagm_helpers.speed.fast.training_settings`), measured in a second
   process that turned oneDNN on before importing TensorFlow (:func:`fast_path_throughput`);
 * inference throughput at 512x512, batch 8: ``model.predict`` against the project's paths
-  (:func:`fast_inference`: :func:`dagm_helpers.fast.fast_predictor` in float32, and in int8
+  (:func:`fast_inference`: :func:`dagm_helpers.speed.fast.fast_predictor` in float32, and in int8
   when NNCF is installed), and how well their masks agree (Dice); ``infer_img_s`` is the
   fastest path whose masks agree at Dice >= 0.99 (:func:`choose_infer_path`);
 * the model's cost (GFLOP per image) against a float32 matrix-multiply probe of the
@@ -211,8 +211,8 @@ def _split_images(
 ) -> np.ndarray:
     """``n`` real-looking images from a split, uint8 (n, size, size): defective first, or with
     ``mixed`` half defective and half clean (as far as the split has them)."""
-    from .data.layout import scan
-    from .data.pipeline import load_arrays
+    from ..data.layout import scan
+    from ..data.pipeline import load_arrays
 
     samples = _pick_samples(list(scan(root).filter(classes=classes, split=split)), n, mixed)
     images, _ = load_arrays(samples, size=size)
@@ -225,7 +225,7 @@ def _compile_tutorial_way(model: Any, lr: float = 1e-4) -> Any:
     """Compile ``model`` as the tutorial did (Adam, Dice loss, Keras' defaults); return it."""
     import keras
 
-    from .losses import DiceLoss
+    from ..losses import DiceLoss
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=DiceLoss())
     return model
@@ -233,7 +233,7 @@ def _compile_tutorial_way(model: Any, lr: float = 1e-4) -> Any:
 
 def _tutorial_model(lr: float = 1e-4) -> Any:
     """The tutorial's network compiled the tutorial's way (Adam, Dice loss, Keras' defaults)."""
-    from .model import small_unet
+    from ..model import small_unet
 
     return _compile_tutorial_way(small_unet(), lr)
 
@@ -321,7 +321,7 @@ def _baseline_train_throughput(size: int, batch: int, n: int, repeats: int) -> d
 
 
 def fast_path_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
-    """The fast training path's images/s (:func:`dagm_helpers.fast.training_settings`: every
+    """The fast training path's images/s (:func:`dagm_helpers.speed.fast.training_settings`: every
     setting honoured, mixed precision and threads included), run in a process where oneDNN was
     enabled before TensorFlow was imported (:func:`_in_child`).
 
@@ -331,10 +331,10 @@ def fast_path_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
     import keras
     import tensorflow as tf
 
+    from ..losses import DiceLoss
+    from ..model import small_unet
     from .conv_grad import use_fast_conv_gradients
     from .fast import configure_threads, onednn_enabled, training_settings
-    from .losses import DiceLoss
-    from .model import small_unet
 
     settings = training_settings()
     result: dict[str, Any] = {"train_settings": settings, "train_onednn": onednn_enabled()}
@@ -403,7 +403,7 @@ def _in_child(function: str, kwargs: dict, env: dict[str, str], timeout_s: float
 
     code = (
         "import json, sys\n"
-        "from dagm_helpers import bench\n"
+        "from dagm_helpers.speed import bench\n"
         f"out = bench.{function}(**json.loads(sys.argv[1]))\n"
         f"print({CHILD_MARKER!r} + json.dumps(out), flush=True)\n"
     )
@@ -472,7 +472,7 @@ class _QualityStop:
     def make(history_csv: Path, target: float) -> Any:
         import keras
 
-        from .training import read_history
+        from ..history import read_history
 
         class Stop(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
@@ -490,8 +490,8 @@ def fast_time_to_quality(work: str, profile_name: str, budget_s: float, override
     and the notebooks train: JSON in and out. ``model_path`` is the run's best checkpoint, for the
     bench's inference comparison.
     """
+    from ..training import TrainConfig, train
     from .fast import onednn_enabled
-    from .training import TrainConfig, train
 
     out = Path(work) / f"ttq-{profile_name}"
     config = TrainConfig(
@@ -541,10 +541,10 @@ def _tutorial_time_to_quality(
     """
     import keras
 
-    from .data.layout import scan
-    from .data.pipeline import load_arrays
-    from .losses import DiceLoss
-    from .training import validation_scores
+    from ..data.layout import scan
+    from ..data.pipeline import load_arrays
+    from ..losses import DiceLoss
+    from ..training import validation_scores
 
     index = scan(root).filter(classes=classes, split="Train")
     train_set, val_set = index.train_val_split(val_fraction=val_fraction, seed=0)
@@ -629,8 +629,8 @@ def fast_inference(work: str, fast_ttq: dict, quick: bool) -> dict:
     (:func:`_infer_compare`); :func:`choose_infer_path` then picks the path reported as
     ``infer_img_s``. JSON in and out.
     """
+    from ..infer import load_model
     from .fast import fast_predictor, ncnn_available, nncf_available, onednn_enabled, openvino_available
-    from .infer import load_model
 
     model = load_model(fast_ttq["model_path"])
     images, calibration = _infer_images(fast_ttq, quick)
@@ -703,7 +703,7 @@ def _infer_compare(model: Any, images: np.ndarray, repeats: int, fast_outputs: P
     predicted in its own process (:func:`fast_inference`): its speed, and the agreement of the
     fast path's masks (and of every candidate's) with its masks.
     """
-    from .metrics import dice
+    from ..metrics import dice
 
     batch = INFER_BATCH
     x = images[..., None].astype(np.float32)
@@ -751,8 +751,8 @@ def _gpu_extra(size: int, batch: int, repeats: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from .losses import DiceLoss
-    from .model import small_unet
+    from ..losses import DiceLoss
+    from ..model import small_unet
 
     old = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
@@ -819,9 +819,9 @@ def tutorial_measurements(
     """
     import tensorflow as tf
 
+    from ..infer import load_model
+    from ..model import gflops, small_unet
     from .fast import openvino_available
-    from .infer import load_model
-    from .model import gflops, small_unet
 
     result: dict[str, Any] = {"device": device_name(), "openvino_available": openvino_available()}
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -878,7 +878,7 @@ def run_benchmark(
     only), for example 60 to let it run long enough to show a 10x lower bound.
     """
     if baseline_minutes is not None and not (math.isfinite(baseline_minutes) and baseline_minutes > 0):
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"--baseline-minutes must be a positive number, got {baseline_minutes}")
     base_cap = None if baseline_minutes is None else baseline_minutes * 60.0

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["INPUT_BLOB", "NcnnNet", "load_net", "save_ncnn", "to_ncnn", "write_ncnn"]
 
@@ -279,7 +279,7 @@ def save_ncnn(model: Any, stem: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 def write_ncnn(net: NcnnNet, stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write a converted network as ``<stem>.param`` and ``<stem>.bin`` (each atomically)."""
-    from .atomic import write_bytes, write_text
+    from ..atomic import write_bytes, write_text
 
     stem = Path(stem)
     param = write_text(stem.with_suffix(".param"), net.param)

@@ -17,9 +17,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .atomic import write_text
-from .config import resolve_profile
-from .errors import DagmError
+from ..atomic import write_text
+from ..config import resolve_profile
+from ..errors import DagmError
 
 #: seconds one cell may run (the cpu profile's training cell takes ~10 minutes)
 CELL_TIMEOUT_S = 3600
@@ -196,7 +196,7 @@ def write_figures(nb, folder: Path, stem: str) -> list[Path]:
     """Write the notebook's displayed PNG images to ``folder/<stem>_<k>.png``; return the paths."""
     import base64
 
-    from .atomic import write_bytes
+    from ..atomic import write_bytes
 
     for old in folder.glob(f"{stem}_*.png"):  # figures of an earlier run of this notebook
         old.unlink()

@@ -115,15 +115,6 @@ def eligible(layer: Any) -> bool:
     )
 
 
-def _all_layers(layer: Any) -> list:
-    """Every layer inside ``layer`` (nested models included), without Keras' private helpers."""
-    found = []
-    for sub in getattr(layer, "layers", []):
-        found.append(sub)
-        found.extend(_all_layers(sub))
-    return found
-
-
 def use_fast_conv_gradients(model: Any, min_matmul_channels: int = MIN_MATMUL_CHANNELS) -> int:
     """Make every eligible 3x3 (odd, square) ``Conv2D`` layer of ``model`` use :func:`conv2d_same`;
     return how many layers now do. Call before ``compile``/``fit`` (a function traced earlier
@@ -135,7 +126,9 @@ def use_fast_conv_gradients(model: Any, min_matmul_channels: int = MIN_MATMUL_CH
             f"fast conv gradients need the TensorFlow backend, not {keras.backend.backend()!r}"
         )
     count = 0
-    for layer in _all_layers(model):
+    from ..model import all_layers
+
+    for layer in all_layers(model):
         if eligible(layer) and layer.kernel_size != (1, 1):  # a 1x1 gradient is a matrix product already
             # Keras' own override point for the convolution (keras-io's StandardizedConv2D uses it)
             layer.convolution_op = lambda inputs, kernel, m=min_matmul_channels: conv2d_same(
