@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from .runtime import import_tensorflow
 
 EXIT_OK = 0
 EXIT_ERROR = 2
+#: predict: some inputs were predicted, some skipped (predictions.csv says which and why)
+EXIT_PARTIAL = 3
 
 
 def _print_json(obj) -> None:
@@ -96,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .infer import model_threshold, predict_files
 
-    out = predict_files(
+    summary = predict_files(
         args.model,
         args.input,
         args.out,
@@ -106,8 +109,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         calibration=args.calibration,
     )
-    print(f"predictions written to {out}")
-    return EXIT_OK
+    print(f"ran on {summary.backend} in {summary.precision}", file=sys.stderr)
+    if summary.done == 0:
+        print(
+            f"error: none of the {summary.skipped} input(s) could be predicted; "
+            f"{summary.out / 'predictions.csv'} says why for each",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    print(f"predictions written to {summary.out}: {summary.done} predicted, {summary.skipped} skipped")
+    return EXIT_PARTIAL if summary.skipped else EXIT_OK
 
 
 def cmd_export_ncnn(args: argparse.Namespace) -> int:
@@ -220,6 +231,7 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--out", required=True, help="run folder (config, history, checkpoints, metrics)")
     p.add_argument("--loss", default="dice", choices=LOSS_CHOICES)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument(
         "--precision",
         choices=("float32", "mixed_bfloat16", "mixed_float16"),
@@ -346,6 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _warning_line  # "warning: ..." on one line
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(args: argparse.Namespace) -> int:
     from . import hooks
 
     # before anything imports TensorFlow (in this process or the bench's children): an accelerator
@@ -366,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -18,9 +18,10 @@ with :data:`TILE_OVERLAP` (128) pixels of context on every inner side, stitched 
 forward call never sees more than :data:`MAX_BATCH_PIXELS` (8 x 512 x 512) pixels (or one tile), so
 the network's activation memory is bounded whatever the input size. 128 pixels exceed half the
 receptive field of the default 4-level U-Net (about 100 pixels), so tiled and untiled predictions
-agree to float rounding. Measured with the default network on CPU: one 1024 x 1024 call adds about
-0.35 GB of memory, a batch of eight 512 x 512 images about 0.5 GB, and a 3000 x 3000 image (tiled)
-peaks at about 0.7 GB above the loaded model. The stitched probability map itself (4 bytes per
+agree to float rounding. Measured with the default network on CPU (``tools/predict_memory.py``,
+``docs/reliability.md``): ``predict`` peaks at about 1.4 GB on a 3000 x 3000 image with TensorFlow
+(1.5 GB with the fast runtimes), 1.5 / 2.0 GB on a 4096 x 4096 image and 1.3 GB on a folder of
+512 x 512 images, whatever their number. The stitched probability map itself (4 bytes per
 pixel) must fit in memory: images above :data:`MAX_IMAGE_PIXELS` (8192 x 8192) are refused with an
 error.
 """
@@ -38,6 +39,7 @@ import weakref
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,8 @@ TILE_OVERLAP = 128
 MAX_BATCH_PIXELS = 8 * 512 * 512
 #: images above this many pixels are refused (their float32 probability map alone would be > 256 MB)
 MAX_IMAGE_PIXELS = 8192 * 8192
+#: a model with a fixed input size is tiled at that size; an image that would need more tiles is refused
+MAX_FIXED_SIZE_TILES = 4096
 #: file suffixes :func:`predict_files` treats as images (case-insensitive)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: inference precisions: float32, and int8 (an accelerator's post-training quantisation)
@@ -173,6 +177,30 @@ def _check_model_fits(path: Path, model: Any) -> None:
             f"the model's last layer {out_layer.name!r} has activation {out_layer.activation.__name__!r}, not "
             "sigmoid, so its output is not a defect probability",
             "end the model with a sigmoid (e.g. Conv2D(1, 1, activation='sigmoid'))",
+        )
+    _check_output_size(path, model, in_shape)
+
+
+def _check_output_size(path: Path, model: Any, in_shape: tuple) -> None:
+    """One probability per input pixel, checked on a probe input before anything is written."""
+    from .model import required_multiple
+
+    m = required_multiple(model)
+    h = int(in_shape[1]) if in_shape[1] is not None else 2 * m
+    w = int(in_shape[2]) if in_shape[2] is not None else 3 * m
+    try:
+        out = model(np.zeros((1, h, w, 1), np.float32), training=False)
+        got = tuple(int(d) for d in out.shape[1:3])
+    except Exception as exc:  # noqa: BLE001 - a model that cannot take its own input size at all
+        raise _model_error(
+            path, f"the model fails on a {h}x{w} input ({_short(str(exc))})", "check how the model was built"
+        ) from exc
+    if got != (h, w):
+        raise _model_error(
+            path,
+            f"the model returns {got[0]}x{got[1]} probabilities for a {h}x{w} image; this project needs one "
+            "probability per input pixel",
+            "use a segmentation model whose output has its input's size (no strided last layer)",
         )
 
 
@@ -428,6 +456,30 @@ def _tile_starts(n: int, tile: int, step: int) -> list[int]:
     return sorted(set(starts))
 
 
+def _fixed_overlap(fixed: tuple[int, int], m: int, overlap: int) -> tuple[int, int]:
+    """Context kept per side when tiling at a model's fixed input size (at most a quarter tile)."""
+    return tuple(min(_ceil_to(overlap, m), max(0, (t // 2 - m) // m * m)) for t in fixed)
+
+
+def tile_count(shape: tuple[int, int], m: int, tile_hw: tuple[int, int], overlap: tuple[int, int]) -> int:
+    """How many ``tile_hw`` tiles :func:`_predict_tiled` runs for an image of ``shape``."""
+    hp, wp = max(_ceil_to(shape[0], m), tile_hw[0]), max(_ceil_to(shape[1], m), tile_hw[1])
+    ys = _tile_starts(hp, tile_hw[0], tile_hw[0] - 2 * overlap[0])
+    xs = _tile_starts(wp, tile_hw[1], tile_hw[1] - 2 * overlap[1])
+    return len(ys) * len(xs)
+
+
+def _check_fixed_tiles(shape: tuple[int, int], m: int, tile_hw: tuple[int, int], ov: tuple[int, int]) -> None:
+    """A fixed-input model on a large image: refuse before running thousands of tiny tiles."""
+    n = tile_count(shape, m, tile_hw, ov)
+    if n > MAX_FIXED_SIZE_TILES:
+        raise ConfigError(
+            f"this model only takes {tile_hw[0]}x{tile_hw[1]} inputs, so a {shape[0]}x{shape[1]} image needs "
+            f"{n:,} tiles (the limit is {MAX_FIXED_SIZE_TILES:,}); rebuild the model with input shape "
+            "(None, None, 1) (the U-Net takes any multiple of 16), or resize the image"
+        )
+
+
 def _predict_tiled(
     runner: _Runner, img: np.ndarray, m: int, tile_hw: tuple[int, int], overlap: tuple[int, int]
 ) -> np.ndarray:
@@ -503,7 +555,7 @@ def _predict_items(
     fixed = _fixed_input_hw(model)
     if fixed is not None:
         tile_hw = fixed
-        ov = tuple(min(_ceil_to(tile_overlap, m), max(0, (t // 2 - m) // m * m)) for t in fixed)
+        ov = _fixed_overlap(fixed, m, tile_overlap)
     else:
         t = _ceil_to(max(tile_size, m), m)
         o = _ceil_to(tile_overlap, m)
@@ -517,6 +569,9 @@ def _predict_items(
             stacklevel=3,
         )
 
+    if fixed is not None:
+        for img in items:
+            _check_fixed_tiles(img.shape, m, tile_hw, ov)
     outputs: list[np.ndarray | None] = [None] * len(items)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, img in enumerate(items):
@@ -815,8 +870,10 @@ def _int8_settings(precision: str, fast: bool, calibration: Any) -> list[np.ndar
 
 
 def _list_inputs(input_path: Path, out: Path | None = None) -> list[Path]:
-    """The image files of ``input_path`` (a file, or a folder searched non-recursively); when
-    ``out`` is that same folder, predict's own outputs from an earlier run are left out."""
+    """The image files of ``input_path`` (a file, or a folder searched non-recursively). When
+    ``out`` is that same folder, the outputs an earlier ``predict`` listed in its
+    ``predictions.csv`` (its manifest) are left out, and nothing else: an input is never taken
+    for an output because of its name."""
     if not input_path.exists():
         raise DatasetError(f"{input_path}: no such file or folder; pass an image file or a folder of images")
     if input_path.is_file():
@@ -826,14 +883,22 @@ def _list_inputs(input_path: Path, out: Path | None = None) -> list[Path]:
                 f"pass a {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} file or a folder"
             )
         return [input_path]
-    same_dir = out is not None and out.resolve() == input_path.resolve()
-    files, skipped = [], []
+    ours = _earlier_outputs(out) if out is not None and out.resolve() == input_path.resolve() else set()
+    files, skipped, broken = [], [], []
     for p in sorted(input_path.iterdir()):
-        if not p.is_file() or p.name.startswith("."):
+        if p.is_symlink() and not p.exists():
+            broken.append(p)
             continue
-        if same_dir and (p.stem.endswith("_mask") or p.stem.endswith("_overlay")):
-            continue  # our own outputs from an earlier run
+        if not p.is_file() or p.name.startswith(".") or p.name in ours:
+            continue
         (files if p.suffix.lower() in IMAGE_SUFFIXES else skipped).append(p)
+    if broken:
+        names = ", ".join(f"{p.name} -> {os.readlink(p)}" for p in broken[:5])
+        warnings.warn(
+            f"{input_path}: skipping {len(broken)} broken link(s) whose target does not exist: {names}; "
+            "fix or remove them",
+            stacklevel=3,
+        )
     if skipped:
         names = ", ".join(p.name for p in skipped[:10]) + (
             f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
@@ -847,11 +912,34 @@ def _list_inputs(input_path: Path, out: Path | None = None) -> list[Path]:
     return files
 
 
+def _earlier_outputs(out: Path) -> set[str]:
+    """The mask and overlay files an earlier ``predict`` into ``out`` wrote (its predictions.csv)."""
+    try:
+        with open(out / PREDICTIONS_CSV, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return set()
+    return {row[k] for row in rows for k in ("mask", "overlay") if row.get(k)}
+
+
 def _output_stems(files: list[Path]) -> list[str]:
+    """One output stem per input, unique even where file systems ignore case: the file's stem, its
+    extension added when two inputs share a stem (``a.png``, ``a.jpg``: ``a_png``, ``a_jpg``), a
+    counter when that still collides (``a.png``, ``a.PNG``: ``a_png``, ``a_PNG_2``)."""
     counts: dict[str, int] = defaultdict(int)
     for p in files:
-        counts[p.stem] += 1
-    return [p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}" for p in files]
+        counts[p.stem.lower()] += 1
+    taken: set[str] = set()
+    stems = []
+    for p in files:
+        stem = p.stem if counts[p.stem.lower()] == 1 else f"{p.stem}_{p.suffix[1:]}"
+        unique, n = stem, 1
+        while unique.lower() in taken:
+            n += 1
+            unique = f"{stem}_{n}"
+        taken.add(unique.lower())
+        stems.append(unique)
+    return stems
 
 
 def _write_png(dest: Path, array: np.ndarray) -> None:
@@ -863,7 +951,22 @@ def _write_png(dest: Path, array: np.ndarray) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
-_CSV_FIELDS = ("file", "defect_score", "defective", "defect_area_px", "error")
+PREDICTIONS_CSV = "predictions.csv"
+_CSV_FIELDS = ("file", "status", "defect_score", "defective", "defect_area_px", "mask", "overlay", "error")
+
+
+@dataclass
+class PredictionSummary:
+    """What ``predict_files`` did: where, how many inputs were predicted and how many skipped."""
+
+    out: Path
+    done: int
+    skipped: int
+    backend: str
+    precision: str
+
+    def __fspath__(self) -> str:  # usable where the output folder's path was expected
+        return str(self.out)
 
 
 def predict_files(
@@ -876,25 +979,24 @@ def predict_files(
     fast: bool = True,
     precision: str = "f32",
     calibration: str | os.PathLike[str] | None = None,
-) -> Path:
+) -> PredictionSummary:
     """Predict every image in ``input`` (a file, or a folder searched non-recursively) into ``out``.
 
-    Writes per image ``<stem>_mask.png`` (0/255, the input's size) and ``<stem>_overlay.png`` (the image
-    in grey with the predicted defect edges in the prediction colour, :data:`viz.PRED_COLOR`), and ``predictions.csv`` with columns ``file``,
-    ``defect_score`` (:func:`image_score`), ``defective`` (yes/no), ``defect_area_px`` and
-    ``error``. Non-image files in a folder are skipped with one warning. An image that cannot be read
-    is skipped with a warning and recorded with ``defective=error`` and the reason in ``error``, so one
-    bad file does not lose the batch. Every file is written atomically; ``predictions.csv`` is
-    rewritten after every batch. ``fast`` (default): probabilities from the fast CPU runtime when
-    installed (see :func:`predict_proba`). ``precision="int8"``: OpenVINO with int8 post-training
-    quantisation (:func:`dagm_helpers.speed.fast.fast_predictor`), calibrated on the images in
-    ``calibration`` (a file or folder; typical training images, defective ones included), or on the
-    first batch predicted when it is None; check its masks against float32 on your images first
-    (``docs/performance.md``). Returns ``out``.
+    Writes per image ``<stem>_mask.png`` (0/255, the input's size) and ``<stem>_overlay.png`` (the
+    image in grey with the predicted defect edges in :data:`viz.PRED_COLOR`), with stems unique per
+    input (:func:`_output_stems`), and ``predictions.csv``: one row per input with ``file``,
+    ``status`` (``ok`` or ``skipped``), ``defect_score`` (:func:`image_score`), ``defective``
+    (yes/no; ``error`` when skipped), ``defect_area_px``, ``mask``, ``overlay`` and ``error``. It
+    is also the manifest that keeps a later run into the same folder from reading these outputs
+    as inputs. An input that cannot be read or processed (a corrupt file, a 1x1 image, ...) is
+    skipped with one ``warning:`` naming it and the reason; the others are predicted. Every file
+    is written atomically; ``predictions.csv`` is rewritten after every batch. ``fast``
+    (default): the fastest runtime an accelerator offers (see :func:`predict_proba`).
+    ``precision="int8"``: an accelerator's int8 quantisation, calibrated on the images in
+    ``calibration`` (a file or folder; typical training images, defective ones included), or on
+    the first batch predicted when it is None; check its masks against float32 on your images
+    first (``docs/performance.md``). Returns a :class:`PredictionSummary`.
     """
-    from .data.images import read_image
-    from .viz import edge_overlay
-
     _check_threshold(threshold)
     out = Path(out)
     files = _list_inputs(Path(input), out)
@@ -904,51 +1006,112 @@ def predict_files(
     runner = _Runner(model, batch_size, fast=fast, precision=precision, calibration=int8)
     out.mkdir(parents=True, exist_ok=True)
     stems = _output_stems(files)
+    min_side = required_multiple(model)
+    fixed = _fixed_input_hw(model)
+    if fixed is not None:  # the cost, stated once
+        m = min_side
+        ov = _fixed_overlap(fixed, m, TILE_OVERLAP)
+        warnings.warn(
+            f"{model_path}: this model only takes {fixed[0]}x{fixed[1]} inputs, so every image is predicted "
+            f"in tiles of that size (a 512x512 image needs {tile_count((512, 512), m, fixed, ov)}; images "
+            f"needing more than {MAX_FIXED_SIZE_TILES:,} are skipped); a model built with input shape "
+            "(None, None, 1) predicts whole images",
+            stacklevel=2,
+        )
     rows: list[dict[str, Any]] = []
-    csv_path = out / "predictions.csv"
     bar = _progress(len(files), "predict", progress)
     try:
         for k in range(0, len(files), batch_size):
             batch = list(zip(files[k : k + batch_size], stems[k : k + batch_size], strict=True))
-            good: list[tuple[Path, str, np.ndarray]] = []
-            for path, stem in batch:
-                try:
-                    image = read_image(path, policy="none")
-                    _check_values(image, 0)
-                    good.append((path, stem, image))
-                except (DagmError, OSError, ValueError) as exc:
-                    warnings.warn(f"{path}: skipped, cannot read it ({_short(str(exc))})", stacklevel=2)
-                    rows.append(
-                        dict(
-                            file=path.name,
-                            defect_score="",
-                            defective="error",
-                            defect_area_px="",
-                            error=_short(str(exc)),
-                        )
-                    )
-            if good:
-                items, _ = as_image_list([g[2] for g in good])
-                probs = _predict_items(runner, model, items, single=False)
-                for (path, stem, image), prob in zip(good, probs, strict=True):
-                    mask = prob >= threshold
-                    score = image_score(prob)
-                    _write_png(out / f"{stem}_mask.png", mask.astype(np.uint8) * 255)
-                    _write_png(out / f"{stem}_overlay.png", edge_overlay(image, prob, threshold))
-                    rows.append(
-                        dict(
-                            file=path.name,
-                            defect_score=f"{score:.6f}",
-                            defective="yes" if score >= threshold else "no",
-                            defect_area_px=int(np.count_nonzero(mask)),
-                            error="",
-                        )
-                    )
-            _write_csv(csv_path, rows)
+            rows.extend(_predict_batch(runner, model, batch, out, threshold, min_side))
+            _write_csv(out / PREDICTIONS_CSV, rows)
             bar.update(len(batch))
     finally:
         bar.close()
-    return out
+    done = sum(r["status"] == "ok" for r in rows)
+    return PredictionSummary(out, done, len(rows) - done, runner.backend, runner.precision)
+
+
+def _predict_batch(
+    runner: _Runner, model: Any, batch: list[tuple[Path, str]], out: Path, threshold: float, min_side: int = 1
+) -> list[dict]:
+    """Rows of ``predictions.csv`` for one batch: read, predict (together when possible, one by
+    one when the batch fails, so that one bad image costs only itself) and write each image."""
+    from .data.images import read_image
+
+    rows: dict[Path, dict] = {}
+    good: list[tuple[Path, str, np.ndarray]] = []
+    for path, stem in batch:
+        try:
+            image = read_image(path, policy="none")
+            _check_values(image, 0)
+            if min(image.shape) < min_side:
+                rows[path] = _skipped(
+                    path,
+                    f"too small to inspect ({image.shape[0]}x{image.shape[1]} pixels; this model needs at "
+                    f"least {min_side} pixels per side, its down-sampling factor)",
+                )
+                continue
+            good.append((path, stem, image))
+        except (DagmError, OSError, ValueError) as exc:
+            rows[path] = _skipped(path, f"cannot read it ({_short(str(exc))})")
+    try:
+        probs = _predict_items(runner, model, [g[2] for g in good], single=False) if good else []
+        outcome = list(zip(good, probs, strict=True))
+    except Exception:  # noqa: BLE001 - isolate the image at fault: predict one by one
+        outcome = [(g, None) for g in good]
+    for (path, stem, image), prob in outcome:
+        try:
+            if prob is None:
+                prob = _predict_items(runner, model, [image], single=True)
+            rows[path] = _write_prediction(path, stem, image, prob, out, threshold)
+        except OSError as exc:  # disk full, read-only: every later image would fail too
+            raise OSError(
+                exc.errno,
+                f"cannot write the prediction of {path.name} into {out} ({exc.strerror or exc}); "
+                "free some space or choose another --out",
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 - any shape the model cannot take, any size down to 1x1
+            rows[path] = _skipped(path, f"cannot predict it ({type(exc).__name__}: {_short(str(exc))})")
+    return [rows[path] for path, _ in batch]
+
+
+def _skipped(path: Path, reason: str) -> dict:
+    warnings.warn(f"{path}: skipped, {reason}", stacklevel=4)
+    return dict(
+        file=path.name,
+        status="skipped",
+        defect_score="",
+        defective="error",
+        defect_area_px="",
+        mask="",
+        overlay="",
+        error=reason,
+    )
+
+
+def _write_prediction(
+    path: Path, stem: str, image: np.ndarray, prob: np.ndarray, out: Path, threshold: float
+) -> dict:
+    from .viz import edge_overlay
+
+    if prob.shape != image.shape:
+        raise ValueError(f"the model returned {prob.shape} probabilities for a {image.shape} image")
+    mask = prob >= threshold
+    score = image_score(prob)
+    overlay = edge_overlay(image, prob, threshold)  # before anything is written: nothing half-done
+    _write_png(out / f"{stem}_mask.png", mask.astype(np.uint8) * 255)
+    _write_png(out / f"{stem}_overlay.png", overlay)
+    return dict(
+        file=path.name,
+        status="ok",
+        defect_score=f"{score:.6f}",
+        defective="yes" if score >= threshold else "no",
+        defect_area_px=int(np.count_nonzero(mask)),
+        mask=f"{stem}_mask.png",
+        overlay=f"{stem}_overlay.png",
+        error="",
+    )
 
 
 def _write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -960,12 +1123,15 @@ def _write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 __all__ = [
+    "PREDICTIONS_CSV",
+    "PredictionSummary",
     "as_float32",
     "save_model",
     "EVAL_KEYS",
     "IMAGE_SUFFIXES",
     "MAX_BATCH_PIXELS",
     "MAX_IMAGE_PIXELS",
+    "MAX_FIXED_SIZE_TILES",
     "MAX_UNTILED_PIXELS",
     "TILE_OVERLAP",
     "TILE_SIZE",

@@ -198,6 +198,7 @@ class TrainConfig:
             profile=getattr(args, "profile", None),
             seed=getattr(args, "seed", 0) or 0,
             resume=bool(getattr(args, "resume", False)),
+            overwrite=bool(getattr(args, "overwrite", False)),
             precision=getattr(args, "precision", None),
             **recipe_overrides(args),
         )
@@ -523,6 +524,13 @@ class TrainingRun:
     """
 
     def __init__(self, config: TrainConfig) -> None:
+        try:
+            self._setup(config)
+        except BaseException:
+            unlock_run_dir(Path(config.out))
+            raise
+
+    def _setup(self, config: TrainConfig) -> None:
         setup_t0 = time.monotonic()
         self.config = config = _prepare_run_dir(config)
         self.profile = profile = config.resolve_profile()
@@ -779,7 +787,13 @@ class TrainingRun:
 
     def finish(self) -> Run:
         """After ``fit``: report a stop by signal or NaN, load the best checkpoint, evaluate it on
-        the Test split (``metrics.json``) and return the :class:`Run`."""
+        the Test split (``metrics.json``) and return the :class:`Run`. Releases the run folder."""
+        try:
+            return self._finish()
+        finally:
+            unlock_run_dir(self.out)
+
+    def _finish(self) -> Run:
         self.restore_signal_handlers()
         self._raise_if_stopped()
         best_path = self.out / BEST_FILE if (self.out / BEST_FILE).exists() else self.out / LAST_FILE
@@ -918,8 +932,8 @@ def _load_checkpoint(model: Any, path: Path) -> None:
         model.load_weights(path)
     except Exception as exc:  # noqa: BLE001 - any reason the file cannot be read is the same to the user
         raise TrainingError(
-            f"cannot resume from {path}: {_one_line(exc)}. Start over in a new --out folder, or "
-            f"continue from the best checkpoint by hand (model.keras)"
+            f"cannot resume from {path}: it is damaged or from another network ({_one_line(exc)}). "
+            f"Start over with --overwrite (overwrite=True; the run's files are replaced) or in another --out"
         ) from None
 
 
@@ -939,7 +953,11 @@ def train(config: TrainConfig) -> Run:
     The same steps notebook 3 shows, in the same order (:class:`TrainingRun`).
     """
     run = TrainingRun(config)
-    model = run.restore(run.compile(run.build_model()))
+    try:
+        model = run.restore(run.compile(run.build_model()))
+    except BaseException:
+        unlock_run_dir(run.out)
+        raise
     if run.needs_training():
         try:
             model.fit(
@@ -951,15 +969,58 @@ def train(config: TrainConfig) -> Run:
                 verbose=run.fit_verbose,
                 shuffle=False,  # the dataset shuffles, keyed by (seed, epoch)
             )
+        except BaseException:
+            unlock_run_dir(run.out)
+            raise
         finally:
             run.restore_signal_handlers()
     return run.finish()
 
 
 # ----------------------------------------------------------------------------- the engine
+#: the run folder's lock file: one writer per run folder
+LOCK_FILE = ".lock"
+#: locks this process holds, by folder (a notebook that starts the same run again takes it over)
+_HELD_LOCKS: dict[Path, Any] = {}
+
+
+def lock_run_dir(out: Path) -> None:
+    """Make this process the only writer of ``out``, or fail at once with a clear error.
+
+    The lock is an OS file lock (``filelock``): the OS drops it when its process ends however it
+    ends, so a killed run leaves no stale lock behind. Leftover temporary files of a killed run's
+    atomic writes (``.tmp-*``) are removed here.
+    """
+    from filelock import FileLock, Timeout
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if out not in _HELD_LOCKS:
+        lock = FileLock(out / LOCK_FILE)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ConfigError(
+                f"{out} is being written by another training run right now; wait for it to finish "
+                "or choose another --out"
+            ) from None
+        _HELD_LOCKS[out] = lock
+    for leftover in out.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def unlock_run_dir(out: Path) -> None:
+    """Release this process's lock on ``out`` (if it holds one)."""
+    lock = _HELD_LOCKS.pop(Path(out).resolve(), None)
+    if lock is not None:
+        lock.release()
+
+
 def _prepare_run_dir(config: TrainConfig) -> TrainConfig:
-    """Check the run folder; on resume return the saved config with allowed overrides."""
+    """Lock and check the run folder; on resume return the saved config with allowed overrides."""
     out = config.out
+    lock_run_dir(out)
     has_run = any((out / f).exists() for f in (LAST_FILE, HISTORY_FILE, CONFIG_FILE))
     if config.resume:
         if not (out / LAST_FILE).exists() or not (out / CONFIG_FILE).exists():
@@ -989,8 +1050,8 @@ def _prepare_run_dir(config: TrainConfig) -> TrainConfig:
         return TrainConfig(**saved)
     if has_run and not config.overwrite:
         raise ConfigError(
-            f"{out} already holds a training run; pass --resume (resume=True) to continue it, "
-            f"overwrite=True to replace it, or choose another --out"
+            f"{out} already holds a training run; pass --resume to continue it, --overwrite to "
+            f"replace it (resume=True / overwrite=True), or choose another --out"
         )
     out.mkdir(parents=True, exist_ok=True)
     for name in (STATE_FILE, HISTORY_FILE, BEST_FILE, LAST_FILE, METRICS_FILE):
@@ -1016,6 +1077,14 @@ def _select_data(config: TrainConfig, profile: Profile) -> tuple[Path, Any, Any,
     train_set, val_set = train_all.train_val_split(val_fraction=profile.val_fraction, seed=int(config.seed))
     if len(train_set) == 0:
         raise DatasetError(f"{root}: only {len(train_all)} training image(s); too few to hold out validation")
+    if len(val_set) == 0:
+        warnings.warn(
+            f"{root}: only {len(train_all)} training image(s), so none is held out for validation: no "
+            "validation scores, the threshold stays 0.5 and the model kept is the last epoch's; add images "
+            "(a few dozen, defective and clean) for a model you can judge",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     if profile.max_val_images and len(val_set) > profile.max_val_images:
         val_set = cap_validation(val_set, profile.max_val_images, seed=int(config.seed))
     test_set = index.filter(classes=classes, split="Test")

@@ -71,13 +71,20 @@ def edge_overlay(
     """
     rgb = to_rgb(image)
     if truth is not None:
-        rgb[boundaries(np.squeeze(truth))] = TRUTH_RGB8
+        rgb[boundaries(_as_plane(truth, rgb.shape[:2], "true mask"))] = TRUTH_RGB8
     if prob is not None:
-        prob = np.squeeze(np.asarray(prob))
-        if prob.shape != rgb.shape[:2]:
-            raise ValueError(f"probability map {prob.shape} and image {rgb.shape[:2]} differ in size")
-        rgb[boundaries(prob >= threshold)] = PRED_RGB8
+        rgb[boundaries(_as_plane(prob, rgb.shape[:2], "probability map") >= threshold)] = PRED_RGB8
     return rgb
+
+
+def _as_plane(array: np.ndarray, shape: tuple[int, int], what: str) -> np.ndarray:
+    """``array`` as an (H, W) plane of ``shape`` (a trailing channel of 1 is dropped; any size, 1x1 included)."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.shape != tuple(shape):
+        raise ValueError(f"{what} {array.shape} and image {tuple(shape)} differ in size")
+    return array
 
 
 def foreground_share(masks: np.ndarray) -> dict[str, float]:

@@ -244,9 +244,14 @@ def _run_all(driver, frontend: str) -> None:
 
 
 def _wait_for(predicate, what: str, timeout: float = ACTION_TIMEOUT_S):
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:  # the front end re-rendered the output: look again
+            value = None
         if value:
             return value
         time.sleep(0.25)
@@ -284,7 +289,7 @@ class Browser:
 
         self.driver, self.by = driver, By
         try:
-            self.root = _wait_for(
+            root = _wait_for(
                 lambda: driver.find_elements(By.CSS_SELECTOR, ".dagm-prediction-browser"),
                 "the prediction browser widget to appear",
             )[0]
@@ -292,18 +297,31 @@ class Browser:
             outputs = driver.execute_script(BROWSER_CELL_OUTPUTS[frontend])
             console = [e["message"][:300] for e in driver.get_log("browser")]
             raise AssertionError(f"{exc}; the cell's outputs: {outputs}; console errors: {console}") from None
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", self.root)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", root)
+
+    @property
+    def root(self):
+        """The widget's element, found again each time: a front end may re-render an output area
+        (the classic Notebook does when later cells print), which leaves old references stale."""
+        return _wait_for(
+            lambda: self.driver.find_elements(self.by.CSS_SELECTOR, ".dagm-prediction-browser"),
+            "the prediction browser widget",
+        )[0]
 
     def title(self) -> str:
         return self.root.find_element(self.by.CSS_SELECTOR, ".dagm-browser-title").text
 
     def image(self) -> bytes:
-        img = _wait_for(lambda: self.root.find_elements(self.by.CSS_SELECTOR, "img"), "the figure's image")[0]
-        _wait_for(lambda: self.driver.execute_script("return arguments[0].complete", img), "image load")
-        return img.screenshot_as_png
+        def loaded() -> bytes | None:
+            img = self.root.find_elements(self.by.CSS_SELECTOR, "img")
+            if img and self.driver.execute_script("return arguments[0].complete", img[0]):
+                return img[0].screenshot_as_png
+            return None
+
+        return _wait_for(loaded, "the figure's image to load")
 
     def state(self) -> tuple[str, bytes]:
-        return self.title(), self.image()
+        return _wait_for(self.title, "the figure's title"), self.image()
 
     def slider_handle(self, position: int):
         sliders = self.root.find_elements(self.by.CSS_SELECTOR, ".widget-slider")
@@ -325,8 +343,13 @@ class Browser:
 
 
 def _check_changes(browser: Browser, action, expect_in_title: str, what: str) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+
     before_title, before_image = browser.state()
-    action()
+    try:
+        action()
+    except StaleElementReferenceException:  # re-rendered between finding the control and using it
+        action()
     title = _wait_for(
         lambda: (t := browser.title()) != before_title and t, f"the title to change after {what}"
     )

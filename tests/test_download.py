@@ -291,6 +291,30 @@ def test_dev_archive_download_and_extraction(server, tmp_path, home, monkeypatch
     assert (home / "downloads/dev/Class1_def.zip").is_file()
 
 
+def test_archive_with_no_dagm_data_is_an_error_and_not_kept(server, tmp_path, home, monkeypatch):
+    """An empty zip put in the cache by hand, then a served archive of something else: each is an
+    error naming the archive, nothing is marked complete, the cached file and its hash entry go."""
+    cache = home / "downloads/dev"
+    cache.mkdir(parents=True)
+    (cache / "Class1_def.zip").write_bytes(zip_bytes({}))  # the issue's reproduction: an empty zip
+    monkeypatch.setenv("DAGM_MIRROR", server.url)
+    server.files["Class1_def.zip"] = zip_bytes({"notes/readme.txt": b"hello", "photo.jpg": b"x"})
+    root = tmp_path / "d"
+    for _ in range(2):  # the empty cached copy, then the served one: refused the same way
+        with pytest.raises(ArchiveError, match="unpacks to no DAGM data") as exc:
+            download(root, classes=[1], source="dev", progress=False)
+        msg = str(exc.value)
+        assert "Class1_def.zip" in msg and "not marked complete" in msg and "deleted" in msg
+        assert not is_extracted(root, dl.SOURCES["dev"][0].with_base_url(server.url))
+        assert not (cache / "Class1_def.zip").exists()
+        registry = cache / dl.REGISTRY_NAME
+        assert not registry.exists() or f"{server.url}/Class1_def.zip" not in json.loads(registry.read_text())
+    assert server.count("Class1_def.zip") == 1  # the rerun downloaded instead of trusting the cache
+    server.files["Class1_def.zip"] = zip_bytes(dev_files(1))  # the real thing now works
+    assert (download(root, classes=[1], source="dev", progress=False) / "Class1_def/1.png").is_file()
+    assert server.count("Class1_def.zip") == 2
+
+
 def test_checksum_mismatch_deletes_the_file_and_says_so(server, tmp_path, home):
     server.files["Class1.zip"] = zip_bytes(official_files(1))
     src = source(server, "Class1.zip", md5="0" * 32)

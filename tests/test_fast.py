@@ -88,6 +88,24 @@ def test_int8_masks_agree_with_float32(model, images):
     assert float(np.mean(np.abs(out - ref))) < 0.02
 
 
+def test_auto_times_the_runtimes_on_a_bounded_crop_of_a_large_first_batch(model, monkeypatch):
+    """All runtimes hold their buffers while being timed: the probe is at most AUTO_PROBE_IMAGES
+    crops of AUTO_PROBE_SIDE pixels, and the winner then runs the whole batch."""
+    if not (fast.ncnn_available() or fast.openvino_available()):
+        pytest.skip("neither ncnn nor openvino installed: auto is plain TensorFlow")
+    monkeypatch.setattr(fast, "_gpu_present", lambda: False)
+    probes, fastest = [], fast._fastest
+    monkeypatch.setattr(
+        fast, "_fastest", lambda runners, probe: probes.append(probe.shape) or fastest(runners, probe)
+    )
+    big = np.random.default_rng(3).integers(0, 256, (6, 320, 320), dtype=np.uint8)
+    predictor = fast.fast_predictor(model, backend="auto", batch_size=6)
+    expected = np.asarray(model(big.astype(np.float32)[..., None], training=False))[..., 0]
+    np.testing.assert_allclose(predictor(big), expected, atol=F32_ATOL)
+    assert probes == [(fast.AUTO_PROBE_IMAGES, fast.AUTO_PROBE_SIDE, fast.AUTO_PROBE_SIDE, 1)]
+    assert predictor.backend in predictor.probe_img_s
+
+
 def test_auto_times_the_cpu_runtimes_on_the_first_batch_and_keeps_the_fastest(model, images, monkeypatch):
     if not (fast.ncnn_available() or fast.openvino_available()):
         pytest.skip("neither ncnn nor openvino installed: auto is plain TensorFlow")

@@ -326,3 +326,16 @@ def test_load_sample_defective_without_label(tmp_path):
     img = _save(tmp_path / "0001.PNG", _gradient(16, 16))
     with pytest.raises(DatasetError, match="neither a mask file nor an ellipse"):
         load_sample(Sample(1, "Train", "0001", img, None, True))
+
+
+def test_a_defective_sample_with_an_empty_mask_is_said(tmp_path):
+    """Labels.txt says defective but the mask file holds no defect pixel: a warning naming both."""
+    from dagm_helpers.data.images import DagmWarning, load_sample
+    from dagm_helpers.data.layout import Sample
+
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / "0001.PNG")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "0001_label.PNG")
+    sample = Sample(1, "Train", "0001", tmp_path / "0001.PNG", tmp_path / "0001_label.PNG", True)
+    with pytest.warns(DagmWarning, match=r"0001_label.PNG: the mask is empty although 0001.PNG is listed"):
+        image, mask = load_sample(sample, policy="none")
+    assert image.shape == mask.shape == (32, 32) and not mask.any()

@@ -494,3 +494,15 @@ def test_train_precision_option(tmp_path):
     )
     assert run.config["precision"] == "mixed_bfloat16"
     assert {layer.dtype_policy.name for layer in run.model.layers} == {"float32"}  # ready for inference
+
+
+def test_a_model_whose_output_is_smaller_than_its_input_is_refused_before_anything_is_written(tmp_path):
+    from dagm_helpers.errors import ModelFileError
+
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Conv2D(1, 3, strides=2, padding="same", activation="sigmoid")(x)
+    path = tmp_path / "half.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelFileError, match=r"returns \d+x\d+ probabilities for a \d+x\d+ image"):
+        infer.load_model(path)

@@ -81,3 +81,35 @@ def test_readme_performance_table_matches_the_latest_full_bench_json():
         )
     assert f"{latest['train_img_s']:.3f}" in readme and f"{latest['baseline_train_img_s']:.3f}" in readme
     assert runs[-1][1].name in (ROOT / "docs" / "performance.md").read_text()
+
+
+def test_every_test_docs_reliability_names_exists():
+    """docs/reliability.md lists every bad input with the test that checks it: each named test exists."""
+    import ast
+    import re
+
+    defined = set()
+    for path in (ROOT / "tests").glob("test_*.py"):
+        defined |= {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+    named = set(re.findall(r"`(?:[\w/]+\.py::)?(test_\w+)", (ROOT / "docs" / "reliability.md").read_text()))
+    assert len(named) > 40
+    assert sorted(named - defined) == []
+
+
+def test_every_error_hint_names_an_option_that_exists():
+    """An `error:` hint that says --something names an option of some command."""
+    import re
+
+    from dagm_helpers.cli import build_parser
+
+    main = build_parser()
+    sub = next(a for a in main._actions if a.__class__.__name__ == "_SubParsersAction")
+    options = {
+        s for parser in [main, *sub.choices.values()] for a in parser._actions for s in a.option_strings
+    }
+    hints = set()
+    for path in (ROOT / "dagm_helpers").rglob("*.py"):
+        text = path.read_text()
+        hints |= set(re.findall(r"(--[a-z][a-z0-9-]+)", text))
+        options |= set(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]+)\"", text))  # module CLIs
+    assert sorted(hints - options) == [], "hints name options that do not exist"

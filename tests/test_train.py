@@ -519,3 +519,82 @@ def test_a_run_never_changes_keras_global_dtype_policy(data, tmp_path):
     with run.scope():
         assert keras.mixed_precision.global_policy().name == run.precision
     assert keras.mixed_precision.global_policy().name == before
+
+
+# ----------------------------------------------------------------------------- one writer, damaged checkpoints
+def test_a_second_training_into_the_same_folder_fails_at_once(data, tmp_path):
+    """Another process holding the run folder's lock: a clear error, and the first run's files untouched."""
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from dagm_helpers.training import lock_run_dir
+        lock_run_dir({str(tmp_path / "busy")!r})
+        print("locked", flush=True)
+        time.sleep(60)
+        """
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match="being written by another training run"):
+            train(child_config(data, tmp_path / "busy", 1))
+    finally:
+        holder.kill()
+        holder.wait()
+    run = train(child_config(data, tmp_path / "busy", 1))  # the killed holder's lock is gone with it
+    assert len(run.history) == 1
+
+
+def test_leftover_temporary_checkpoints_are_removed_when_a_run_starts(data, tmp_path):
+    out = tmp_path / "tmp-left"
+    out.mkdir()
+    (out / ".tmp-abc123-last.keras").write_bytes(b"x" * 1000)  # what a SIGKILL mid-save leaves
+    train(child_config(data, out, 1))
+    assert not list(out.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "foreign"])
+def test_resume_from_a_damaged_or_foreign_checkpoint_is_one_clear_error(data, run3, tmp_path, damage):
+    import shutil
+
+    out = tmp_path / "damaged"
+    shutil.copytree(run3.dir, out)
+    last = out / "last.keras"
+    if damage == "truncate":
+        last.write_bytes(last.read_bytes()[:1000])
+    elif damage == "empty":
+        last.write_bytes(b"")
+    else:  # a different network's checkpoint
+        from dagm_helpers.model import small_unet
+
+        small_unet(filters=2, depth=2).save(last)
+    with pytest.raises(TrainingError, match="cannot resume from .*last.keras.*--overwrite") as info:
+        train(child_config(data, out, 4, resume=True))
+    assert "Traceback" not in str(info.value)
+
+
+def test_the_command_line_can_overwrite_a_run(data, run3, tmp_path):
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(run3.dir, out)
+    args = ["train", "--data", str(data), "--profile", "smoke", "--out", str(out), "--epochs", "1"]
+    from dagm_helpers import cli
+
+    assert cli.main(args) == 2  # already holds a run: the hint names the options that exist
+    assert cli.main([*args, "--overwrite"]) == 0
+
+
+def test_a_one_image_training_set_trains_with_a_warning_that_nothing_validates_it(tmp_path):
+    """One training image: nothing can be held out, which is said, and the run still completes."""
+    import dataclasses
+
+    data = make_tiny_dagm(tmp_path / "one", n_train=1, n_test=2, size=64)
+    config = dataclasses.replace(child_config(data, tmp_path / "run", 1), steps_per_epoch=2, verbose=0)
+    with pytest.warns(
+        RuntimeWarning, match=r"only 1 training image\(s\), so none is held out for validation"
+    ):
+        result = train(config)
+    metrics = json.loads((result.dir / "metrics.json").read_text())
+    assert metrics["threshold"] == 0.5 and metrics["threshold_source"] == "default"
+    assert (result.dir / "model.keras").is_file()

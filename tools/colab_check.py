@@ -54,6 +54,7 @@ PINNED = (
     "pooch",
     "platformdirs",
     "tqdm",
+    "filelock",
     # TensorFlow's own dependencies that Colab pins
     "tensorboard",
     "ml_dtypes",

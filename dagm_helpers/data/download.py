@@ -203,6 +203,13 @@ def download(
         archive = fetch_archive(src, cache, progress=progress, timeout=timeout, retries=retries)
         try:
             _unpack_into(archive, root, src, max_total_bytes)
+        except _NoDagmContent as exc:  # a valid archive of something else: it must not stay cached
+            archive.unlink(missing_ok=True)
+            _Registry(cache / REGISTRY_NAME).remove(src.url)
+            raise ArchiveError(
+                f"{archive.name} (downloaded from {src.url}) unpacks to no DAGM data: {exc}; it was deleted "
+                f"from {cache} and {src.folder} was not marked complete. {_retry_hint(src)}"
+            ) from exc
         except ArchiveError as exc:
             raise ArchiveError(
                 f"{exc} (downloaded from {src.url}; delete {archive} and run the download again)"
@@ -548,6 +555,11 @@ class _Registry:
         entry = self._load().get(url)
         return dict(entry) if isinstance(entry, dict) else {}
 
+    def remove(self, url: str) -> None:
+        data = self._load()
+        if data.pop(url, None) is not None:
+            atomic.write_json(self.path, data)
+
     def update(self, url: str, **fields) -> None:
         data = self._load()
         entry = data.get(url) if isinstance(data.get(url), dict) else {}
@@ -564,6 +576,8 @@ def _unpack_into(archive: Path, root: Path, src: ArchiveSource, max_total_bytes:
     try:
         unpacked = safe_extract(archive, staging / "x", max_total_bytes=max_total_bytes)
         moves = _find_class_folders(unpacked, src)
+        for folder, name in moves:
+            _check_dagm_content(folder, name)
         for folder, name in moves:
             _replace_dir(folder, root / name)
         atomic.write_json(
@@ -597,6 +611,21 @@ def _find_class_folders(unpacked: Path, src: ArchiveSource) -> list[tuple[Path, 
             continue
         break
     return [(current, src.folder)]
+
+
+class _NoDagmContent(ArchiveError):
+    """The archive unpacked safely but holds no DAGM class (no PNG images with a labels file)."""
+
+
+def _check_dagm_content(folder: Path, name: str) -> None:
+    """A DAGM class holds PNG images and a labels file (``Label/Labels.txt``, or ``labels.txt`` in
+    the 2007 development archives); anything else is not what was asked for."""
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    pngs = sum(p.suffix.lower() == ".png" for p in files)
+    labels = sum(p.name.lower() == "labels.txt" for p in files)
+    if not pngs or not labels:
+        found = f"{len(files)} file(s), {pngs} PNG image(s), {labels} labels file(s)"
+        raise _NoDagmContent(f"{name} would hold {found}; a DAGM class has PNG images and Labels.txt")
 
 
 def _flatten_nested(folder: Path) -> Path:

@@ -253,6 +253,14 @@ def load_sample(sample: Sample, size: int = 512, policy: str = "resize") -> tupl
         mask = read_mask(
             sample.mask_path, policy="none", expect_shape=image.shape, image_path=sample.image_path
         )
+        if sample.defective and not mask.any():
+            warnings.warn(
+                f"{sample.mask_path}: the mask is empty although {sample.image_path.name} is listed as "
+                "defective; it trains as defect-free but counts as defective in image scores: fix the mask "
+                "or the image's Labels.txt row",
+                DagmWarning,
+                stacklevel=2,
+            )
     elif sample.defective:
         raise DatasetError(
             f"{sample.image_path}: flagged defective but has neither a mask file nor an ellipse; "

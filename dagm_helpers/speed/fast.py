@@ -24,7 +24,8 @@ through the fastest runtime available:
 ``"auto"``
     on a CPU, measured: ``"ncnn"``, ``"openvino"`` (each when installed, ``pip install
     dagm-helpers[fast]``, and able to run the model) and ``"tf"`` are timed on the first batch
-    of the first call (one warm-up, best of :data:`AUTO_PROBE_REPEATS`) and the fastest runs
+    of the first call, cropped to at most :data:`AUTO_PROBE_IMAGES` x :data:`AUTO_PROBE_SIDE`
+    x :data:`AUTO_PROBE_SIDE` to bound memory (one warm-up, best of :data:`AUTO_PROBE_REPEATS`), and the fastest runs
     from then on (``Predictor.backend`` says which; ``Predictor.probe_img_s`` holds the
     timings). Which one wins depends on the CPU: ncnn on a 2-core AVX2 Zen 2 with two
     hyper-threads, OpenVINO on 2 Zen 3 cores (``docs/performance.md``). int8: ``"openvino"``;
@@ -64,6 +65,12 @@ ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 CALIBRATION_CROP = 512
 #: "auto" on a CPU: timed calls per runtime on the first batch (the best counts), after a warm-up
 AUTO_PROBE_REPEATS = 3
+#: "auto" times the runtimes on the first batch cropped to at most this side and to at most
+#: AUTO_PROBE_IMAGES images: every runtime keeps its buffers while the others are timed, so timing
+#: on whole batches (8 x 512 x 512, or 1024 x 1024 tiles) raised the peak memory of ``predict``
+#: to 1.6-2x ``--no-fast`` (``docs/reliability.md``, ``tools/predict_memory.py``)
+AUTO_PROBE_SIDE = 256
+AUTO_PROBE_IMAGES = 4
 
 __all__ = [
     "BACKENDS",
@@ -171,10 +178,13 @@ class Predictor:
         if shape not in self.compiled_shapes:  # each runtime compiles (or traces) per shape
             self.compiled_shapes.append(shape)
         if self.candidates:
-            self.backend, self.probe_img_s, first = _fastest(self.candidates, x)
+            probe = x[:AUTO_PROBE_IMAGES, :AUTO_PROBE_SIDE, :AUTO_PROBE_SIDE]
+            self.backend, self.probe_img_s, first = _fastest(self.candidates, np.ascontiguousarray(probe))
             self._run = self.candidates[self.backend]
-            self.candidates = {}
-            return first
+            self.candidates = {}  # the others' converted networks and buffers go now
+            _release_memory()
+            if probe.shape == x.shape:
+                return first
         assert self._run is not None
         return self._run(x)
 
@@ -188,6 +198,18 @@ class Predictor:
             "compiled_shapes": [list(s) for s in self.compiled_shapes],
             "probe_img_s": dict(self.probe_img_s),
         }
+
+
+def _release_memory() -> None:
+    """Collect the runtimes just dropped and hand freed heap back to the system (glibc only)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused by this process instead
+        pass
 
 
 def _fastest(
