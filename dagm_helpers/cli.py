@@ -62,6 +62,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_masks(args: argparse.Namespace) -> int:
+    from .data.annotations import convert
+
+    summary = convert(args.source_format, args.src, args.out, labels=args.label)
+    print(
+        f"{summary.masks} mask(s) written to {summary.out}; {summary.images_without_defect} image(s) with no "
+        f"defect shape get no mask (defect-free); {summary.shapes_skipped} shape(s) skipped"
+    )
+    return EXIT_OK
+
+
 def cmd_holdout(args: argparse.Namespace) -> int:
     from .data.holdout import HOLDOUT_NOTE, holdout_split
 
@@ -183,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_commands(sub: Any) -> None:
-    """download, info, synth, holdout."""
+    """download, info, synth, masks, holdout."""
     p = sub.add_parser("download", help="download and verify DAGM 2007 class archives")
     p.add_argument("--dest", default=None, help="folder to unpack into (default: $DAGM_HOME/dagm2007)")
     p.add_argument("--classes", type=int, nargs="+", default=list(range(1, 11)), metavar="N")
@@ -207,6 +218,22 @@ def _data_commands(sub: Any) -> None:
     p.add_argument("--images-per-split", type=int, default=None, help="default: as many as the real class")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "masks",
+        help="turn LabelMe or COCO annotations into mask PNGs (one per image, 0/255, named by its stem)",
+    )
+    p.add_argument("--from", dest="source_format", required=True, choices=["labelme", "coco"])
+    p.add_argument("src", help="labelme: a folder of .json files (or one); coco: the export's .json file")
+    p.add_argument("--out", required=True, help="the mask folder to write (e.g. DIR/masks)")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="only shapes with this label (COCO: category) are defects; repeat for several (default: all)",
+    )
+    p.set_defaults(func=cmd_masks)
 
     p = sub.add_parser(
         "holdout",

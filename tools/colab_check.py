@@ -55,6 +55,7 @@ PINNED = (
     "platformdirs",
     "tqdm",
     "filelock",
+    "pycocotools",
     # TensorFlow's own dependencies that Colab pins
     "tensorboard",
     "ml_dtypes",
