@@ -952,7 +952,18 @@ def _write_png(dest: Path, array: np.ndarray) -> None:
 
 
 PREDICTIONS_CSV = "predictions.csv"
-_CSV_FIELDS = ("file", "status", "defect_score", "defective", "defect_area_px", "mask", "overlay", "error")
+_CSV_FIELDS = (
+    "file",
+    "status",
+    "defect_score",
+    "defective",
+    "defect_area_px",
+    "mask",
+    "overlay",
+    "error",
+    "runtime",  # what predicted the image: "tf", "ncnn", "openvino" or "xla"
+    "precision",  # "f32" or "int8"
+)
 
 
 @dataclass
@@ -1023,7 +1034,10 @@ def predict_files(
     try:
         for k in range(0, len(files), batch_size):
             batch = list(zip(files[k : k + batch_size], stems[k : k + batch_size], strict=True))
-            rows.extend(_predict_batch(runner, model, batch, out, threshold, min_side))
+            for row in _predict_batch(runner, model, batch, out, threshold, min_side):
+                if row["status"] == "ok":
+                    row.update(runtime=runner.backend, precision=runner.precision)
+                rows.append(row)
             _write_csv(out / PREDICTIONS_CSV, rows)
             bar.update(len(batch))
     finally:

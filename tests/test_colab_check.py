@@ -107,3 +107,29 @@ def test_the_lab_for_each_ipywidgets_major_renders_it():
     # JupyterLab 4's widget manager renders ipywidgets 8 models only; ipywidgets 7 needs Lab 3
     assert colab_check.JUPYTERLAB_FOR_WIDGETS["7"] == ("jupyterlab>=3.6,<4", "jupyterlab_widgets>=1.1,<2")
     assert re.fullmatch(r"7\.\d+\.\d+", colab_check.pins(FREEZE)["ipywidgets"])
+
+
+def test_the_tests_left_out_of_the_colab_run_exist_and_keep_the_lessons_and_widget():
+    """Every name in COLAB_DESELECT selects a real test (a renamed test would silently run again,
+    or a typo deselect nothing), and none of them is a notebook, browser or runtime test."""
+    import subprocess
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+            *colab_check.COLAB_TESTS,
+        ],
+        cwd=colab_check.REPO,
+        capture_output=True,
+        text=True,
+    ).stdout
+    ids = [line for line in out.splitlines() if "::" in line]
+    for name in colab_check.COLAB_DESELECT:
+        chosen = [i for i in ids if name in i]
+        assert chosen and all(i.startswith("tests/test_train.py::") for i in chosen), (name, chosen)

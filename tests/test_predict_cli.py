@@ -64,9 +64,14 @@ def test_predict_cli_writes_masks_overlays_and_csv(model_path, inputs, tmp_path,
     rows = _read_csv(out / "predictions.csv")
     assert [r["file"] for r in rows] == ["colour.png", "odd.PNG", "square.png"]
     assert list(rows[0]) == [
-        "file", "status", "defect_score", "defective", "defect_area_px", "mask", "overlay", "error"
+        "file", "status", "defect_score", "defective", "defect_area_px", "mask", "overlay", "error",
+        "runtime", "precision",
     ]  # fmt: skip
     assert {r["status"] for r in rows} == {"ok"}
+    # what ran is in the table and on the one stderr line
+    (ran,) = {(r["runtime"], r["precision"]) for r in rows}
+    assert ran[0] in ("tf", "ncnn", "openvino", "xla") and ran[1] == "f32"
+    assert f"ran on {ran[0]} in f32" in captured.err
     for r in rows:
         mask = np.array(Image.open(out / f"{Path(r['file']).stem}_mask.png"))
         assert int(r["defect_area_px"]) == int((mask == 255).sum())

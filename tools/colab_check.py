@@ -98,6 +98,20 @@ COLAB_TESTS = (
     "tests/test_losses.py",
     "tests/test_train.py",
 )
+#: tests of tools/colab_check.py's set left out there: they check this project's own process and
+#: file handling (subprocess kills, locks, damaged files, the command line), which the main run
+#: covers and Colab's versions do not change; they cost about 4 minutes of a 30-minute CI budget
+COLAB_DESELECT = (
+    "sigterm_mid_epoch",
+    "mirrored_strategy",
+    "cli_train_end_to_end",
+    "sized_from_measured_step_time",
+    "second_training_into_the_same_folder",
+    "leftover_temporary_checkpoints",
+    "damaged_or_foreign_checkpoint",
+    "command_line_can_overwrite",
+    "one_image_training_set",
+)
 PROJECT = "dagm-helpers"
 
 
@@ -209,6 +223,7 @@ def run_tests(venv_dir: Path, extra: list[str]) -> int:
     _pip(venv_dir, "install", "-q", "--no-deps", "-e", str(REPO))
     _pip(venv_dir, "check")
     cmd = [str(_python(venv_dir)), "-m", "pytest", "-p", "no:cacheprovider", "notebooks", *COLAB_TESTS]
+    cmd += ["-k", "not (" + " or ".join(COLAB_DESELECT) + ")"]
     print("+", " ".join([*cmd, *extra]), flush=True)
     return subprocess.run([*cmd, *extra], cwd=REPO).returncode
 
