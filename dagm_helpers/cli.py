@@ -12,6 +12,7 @@ lazily so that ``--help`` does not load TensorFlow.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import traceback
@@ -419,9 +420,22 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+#: what to do about the operating-system errors a command meets while writing (errno -> advice)
+_OS_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space or write elsewhere (--out)",
+    errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere (--out)",
+    errno.EROFS: "that place is read-only: write elsewhere (--out)",
+    errno.EACCES: "no permission there: write elsewhere (--out) or fix the folder's permissions",
+    errno.EPERM: "no permission there: write elsewhere (--out) or fix the folder's permissions",
+}
+
+
 def _one_line(exc: BaseException) -> str:
-    text = str(exc) or exc.__class__.__name__
-    return " ".join(text.split())
+    text = " ".join((str(exc) or exc.__class__.__name__).split())
+    advice = _OS_ADVICE.get(getattr(exc, "errno", None)) if isinstance(exc, OSError) else None
+    if advice and "--out" not in text:  # a message that already says what to do keeps its own
+        text = f"{text}; {advice}"
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

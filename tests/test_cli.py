@@ -1,5 +1,7 @@
 """The command line: every command the issues name exists; errors are one line, exit 2."""
 
+import errno
+import os
 import subprocess
 import sys
 
@@ -30,3 +32,27 @@ def test_error_is_one_line_and_exit_2():
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "/nonexistent/dagm" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (errno.ENOSPC, "the disk is full: free some space or write elsewhere (--out)"),
+        (errno.EROFS, "that place is read-only: write elsewhere (--out)"),
+        (errno.EACCES, "no permission there"),
+    ],
+)
+def test_os_errors_name_the_file_and_say_what_to_do(code, advice, monkeypatch, tmp_path, capsys):
+    """A full disk, a read-only place or a permission problem met by any command: one error line
+    with the file and the fix."""
+    from dagm_helpers.data import synth
+
+    target = tmp_path / "data" / "Class1"
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(target))
+
+    monkeypatch.setattr(synth, "synthesize", fail)
+    status = cli.main(["synth", "--out", str(tmp_path / "data"), "--classes", "1", "--images-per-split", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and str(target) in err[0] and advice in err[0]
