@@ -252,6 +252,17 @@ def _data_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_holdout)
 
 
+def _add_threshold_arg(p: argparse.ArgumentParser) -> None:
+    """--threshold, as evaluate and predict read it."""
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="probability threshold (default: the one the model's training run chose on validation "
+        "images, from metrics.json beside it; else 0.5)",
+    )
+
+
 def _model_commands(sub: Any) -> None:
     """train, evaluate, predict, export-ncnn."""
     p = sub.add_parser("train", help="train the U-Net")
@@ -276,13 +287,7 @@ def _model_commands(sub: Any) -> None:
     )
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
     p.add_argument("--split", default="Test", choices=["Train", "Test"])
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="probability threshold (default: the one the model's training run chose on validation "
-        "images, from metrics.json beside it; else 0.5)",
-    )
+    _add_threshold_arg(p)
     p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -292,13 +297,7 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True)
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="probability threshold (default: the one the model's training run chose on validation "
-        "images, from metrics.json beside it; else 0.5)",
-    )
+    _add_threshold_arg(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
         "--fast",

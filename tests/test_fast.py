@@ -88,9 +88,8 @@ def test_int8_masks_agree_with_float32(model, images):
     assert float(np.mean(np.abs(out - ref))) < 0.02
 
 
-def test_auto_times_the_runtimes_on_a_bounded_crop_of_a_large_first_batch(model, monkeypatch):
-    """All runtimes hold their buffers while being timed: the probe is at most AUTO_PROBE_IMAGES
-    crops of AUTO_PROBE_SIDE pixels, and the winner then runs the whole batch."""
+def _record_auto_probes(monkeypatch) -> list[tuple[int, ...]]:
+    """On a CPU with ncnn or OpenVINO (else skip): the shapes "auto" times its runtimes on."""
     if not (fast.ncnn_available() or fast.openvino_available()):
         pytest.skip("neither ncnn nor openvino installed: auto is plain TensorFlow")
     monkeypatch.setattr(fast, "_gpu_present", lambda: False)
@@ -98,6 +97,13 @@ def test_auto_times_the_runtimes_on_a_bounded_crop_of_a_large_first_batch(model,
     monkeypatch.setattr(
         fast, "_fastest", lambda runners, probe: probes.append(probe.shape) or fastest(runners, probe)
     )
+    return probes
+
+
+def test_auto_times_the_runtimes_on_a_bounded_crop_of_a_large_first_batch(model, monkeypatch):
+    """All runtimes hold their buffers while being timed: the probe is at most AUTO_PROBE_IMAGES
+    crops of AUTO_PROBE_SIDE pixels, and the winner then runs the whole batch."""
+    probes = _record_auto_probes(monkeypatch)
     big = np.random.default_rng(3).integers(0, 256, (6, 320, 320), dtype=np.uint8)
     predictor = fast.fast_predictor(model, backend="auto", batch_size=6)
     expected = np.asarray(model(big.astype(np.float32)[..., None], training=False))[..., 0]
@@ -107,13 +113,7 @@ def test_auto_times_the_runtimes_on_a_bounded_crop_of_a_large_first_batch(model,
 
 
 def test_auto_times_the_cpu_runtimes_on_the_first_batch_and_keeps_the_fastest(model, images, monkeypatch):
-    if not (fast.ncnn_available() or fast.openvino_available()):
-        pytest.skip("neither ncnn nor openvino installed: auto is plain TensorFlow")
-    monkeypatch.setattr(fast, "_gpu_present", lambda: False)
-    probes, fastest = [], fast._fastest
-    monkeypatch.setattr(
-        fast, "_fastest", lambda runners, probe: probes.append(probe.shape) or fastest(runners, probe)
-    )
+    probes = _record_auto_probes(monkeypatch)
     predictor = fast.fast_predictor(model, backend="auto", batch_size=2)
     assert (predictor.backend, predictor.precision) == ("auto", "f32")  # nothing timed yet
     # 5 images in batches of 2: the runtimes are timed on the first (padded) batch, whose
