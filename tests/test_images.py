@@ -89,6 +89,14 @@ def test_sixteen_bit_scaled_with_warning(tmp_path):
     np.testing.assert_array_equal(out, [[0, 0x12], [0x80, 0xFF]])
 
 
+def test_twelve_bit_data_in_a_sixteen_bit_file_is_named_in_the_warning(tmp_path):
+    arr = np.array([[0, 1000], [2000, 4095]], np.uint16)  # a 12-bit camera's values
+    path = _save(tmp_path / "cam12.png", arr)
+    with pytest.warns(ImageConversionWarning, match=r"only reach 4095 \(10- or 12-bit data\?\).*value >> 4"):
+        out = read_image(path, policy="none")
+    np.testing.assert_array_equal(out, [[0, 3], [7, 15]])
+
+
 def test_bilevel_image_no_warning(tmp_path, recwarn):
     arr = np.zeros((8, 8), np.uint8)
     arr[:4] = 255

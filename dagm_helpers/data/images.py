@@ -102,9 +102,17 @@ def _gray_uint8(path: Path, im: Image.Image) -> np.ndarray:
     if mode == "1":
         return np.array(im.convert("L"), dtype=np.uint8)
     if mode in _SIXTEEN_BIT:
-        _warn(path, f"16-bit image ({mode}) scaled to 8 bits (value >> 8); DAGM images are 8-bit grey")
-        arr = np.array(im).astype(np.int64)
-        return (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+        arr = np.clip(np.array(im).astype(np.int64), 0, 65535)
+        top = int(arr.max()) if arr.size else 0
+        note = ""
+        if top < 4096:  # 10- or 12-bit camera data in a 16-bit file: >> 8 leaves a few grey levels
+            note = (
+                f"; its values only reach {top} (10- or 12-bit data?), so it keeps {(top >> 8) + 1} grey "
+                "level(s): convert your images to 8 bits with the scaling your camera needs (for 12-bit "
+                "data, value >> 4) before training"
+            )
+        _warn(path, f"16-bit image ({mode}) scaled to 8 bits (value >> 8){note}")
+        return (arr >> 8).astype(np.uint8)
     if mode == "F":
         _warn(path, "floating-point image clipped to 0..255 and rounded to 8 bits")
         return np.clip(np.rint(np.array(im, dtype=np.float64)), 0, 255).astype(np.uint8)
@@ -128,12 +136,18 @@ def _read_gray(path: str | Path) -> np.ndarray:
 
 
 def _read_binary(path: str | Path) -> np.ndarray:
-    """A mask file as 0/1 uint8 at its own size; values must be {0,255}, {0,1} (or 16-bit {0,65535})."""
+    """A mask file as 0/1 uint8 at its own size; values must be {0,255}, {0,1} (or 16-bit {0,65535}).
+
+    A palette PNG (as annotation tools export) is read by its palette indices: index 0 is
+    background, every other index is defect, whatever its colour.
+    """
     path, im = _open(path)
     with im:
         mode = im.mode
         if mode == "1":
             return np.array(im, dtype=np.uint8)
+        if mode in ("P", "PA"):
+            return (np.array(im.getchannel(0) if mode == "PA" else im) > 0).astype(np.uint8)
         if mode in _SIXTEEN_BIT:
             raw = np.array(im).astype(np.int64)
             allowed = ({0, 1}, {0, 255}, {0, 65535})

@@ -1,13 +1,20 @@
-"""Find the DAGM 2007 samples in a folder and read their label files.
+"""Find the samples in a folder: the DAGM 2007 layouts, or a plain folder of your own images.
 
-Three layouts are recognised (folder and file names case-insensitively):
+Four layouts are recognised (folder and file names case-insensitively):
 
 * **official**: ``ClassN/{Train,Test}/NNNN.PNG`` with ``Label/NNNN_label.PNG`` masks
   and one ``Label/Labels.txt`` per split folder (the Zenodo / HCI release);
 * **nested mirror**: ``ClassN/ClassN/{Train,Test}/...`` (some mirrors, e.g. Kaggle);
 * **development set** (2007): ``ClassN_def/{1.png ... 150.png, labels.txt}``; every
   image is defective and ``labels.txt`` holds one ellipse per image. Its samples get
-  split ``"Train"``, no mask file, and an :class:`Ellipse`.
+  split ``"Train"``, no mask file, and an :class:`Ellipse`;
+* **plain** (your own images): ``DIR/images/`` with PNG, JPEG, BMP or TIFF files and
+  ``DIR/masks/`` with a mask of the same stem for each defective image (any of those
+  formats; an image without a mask, or with an all-zero mask, is defect-free). Optionally
+  ``DIR/train/``, ``DIR/val/``, ``DIR/test/``, each with ``images/`` and ``masks/``, fix
+  the splits; otherwise :func:`plain_split` holds out a stratified, seeded
+  :data:`PLAIN_TEST_FRACTION` of the images as ``"Test"``, the same for every command.
+  Its samples have class :data:`PLAIN_CLASS` (0), which every class filter accepts.
 
 The root may be a folder of class folders, a single class folder, or a folder that
 holds one of those one level down (an extracted archive). Stray files (``Thumbs.db``,
@@ -23,6 +30,7 @@ trailing tab; LF or CRLF line endings; possibly a trailing empty line.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import defaultdict
@@ -35,7 +43,19 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError, LabelsFormatError
 
-SPLITS: tuple[str, ...] = ("Train", "Test")
+#: every split a sample can be in: DAGM has Train and Test, the plain layout may add Val
+SPLITS: tuple[str, ...] = ("Train", "Val", "Test")
+DAGM_SPLITS: tuple[str, ...] = ("Train", "Test")
+#: image files the plain layout (and ``predict``) reads
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: the class id of the plain layout's samples; a class filter (``--classes``) always keeps them
+PLAIN_CLASS = 0
+#: share of a plain folder's images (per defective/clean group) held out as "Test"
+#: when the folder has no train/val/test sub-folders
+PLAIN_TEST_FRACTION = 0.2
+#: the fixed seed of that split: every command and every run sees the same Test images
+PLAIN_SPLIT_SEED = "dagm_helpers-plain-split-v1"
+_PLAIN_SPLIT_DIRS = {"train": "Train", "val": "Val", "test": "Test"}
 #: how many problems a cross-check error lists before summarising the rest
 MAX_LISTED_PROBLEMS = 5
 
@@ -47,7 +67,8 @@ _MASK_RE = re.compile(r"^(\d+)_label\.png$", re.IGNORECASE)
 EXPECTED_LAYOUTS = (
     "expected one of: ClassN/Train|Test/ with NNNN.PNG images and Label/Labels.txt (official release), "
     "ClassN/ClassN/Train|Test/... (nested mirror), or ClassN_def/ with 1.png ... and labels.txt "
-    "(2007 development set); the folder may also be a single ClassN folder. Get the data with "
+    "(2007 development set), or images/ with masks/ (your own images; optionally inside train/, val/ "
+    "and test/); the folder may also be a single ClassN folder. Get the data with "
     "`python -m dagm_helpers download --dest DIR`, or generate a stand-in with "
     "`python -m dagm_helpers synth --out DIR`"
 )
@@ -89,6 +110,9 @@ class Sample:
     mask_path: Path | None
     defective: bool
     ellipse: Ellipse | None = None  # development set only
+    #: plain layout: pixels of the image and defect pixels of its mask (None: not counted)
+    pixels: int | None = field(default=None, compare=False)
+    defect_pixels: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -296,7 +320,7 @@ def _normalise_split(split: str) -> str:
     for name in SPLITS:
         if split.lower() == name.lower():
             return name
-    raise ConfigError(f"unknown split {split!r}; use 'Train' or 'Test'")
+    raise ConfigError(f"unknown split {split!r}; use {', '.join(map(repr, SPLITS))}")
 
 
 class SampleIndex(Sequence[Sample]):
@@ -348,6 +372,7 @@ class SampleIndex(Sequence[Sample]):
         wanted: set[int] | None = None
         if classes is not None:
             wanted = {int(classes)} if isinstance(classes, (int, np.integer)) else {int(c) for c in classes}
+            wanted.add(PLAIN_CLASS)  # your own images have no DAGM class: every class filter keeps them
         split_name = _normalise_split(split) if split is not None else None
         return SampleIndex(
             (
@@ -392,35 +417,58 @@ class SampleIndex(Sequence[Sample]):
         valid = [s for i, s in enumerate(self._samples) if i in val]
         return SampleIndex(train, self.root), SampleIndex(valid, self.root)
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits present, in the order of :data:`SPLITS`."""
+        present = {s.split for s in self._samples}
+        return tuple(name for name in SPLITS if name in present)
+
     def counts(self) -> list[dict]:
-        """Per class and split: ``{"class": int, "split": str, "images": int, "defective": int}``."""
+        """Per class and split: ``{"class": int, "split": str, "images": int, "defective": int}``.
+
+        Where the pixels were counted (the plain layout), a row also has ``defect_pixel_share``:
+        defect pixels over all pixels of the split's images.
+        """
         table: dict[tuple[int, str], list[int]] = {}
         for s in self._samples:
-            row = table.setdefault((s.class_id, s.split), [0, 0])
+            row = table.setdefault((s.class_id, s.split), [0, 0, 0, 0])
             row[0] += 1
             row[1] += int(s.defective)
+            if s.pixels is not None:
+                row[2] += s.pixels
+                row[3] += s.defect_pixels or 0
         keys = sorted(table, key=lambda k: (k[0], SPLITS.index(k[1]) if k[1] in SPLITS else 9, k[1]))
-        return [
-            {"class": c, "split": sp, "images": table[(c, sp)][0], "defective": table[(c, sp)][1]}
-            for c, sp in keys
-        ]
+        rows = []
+        for c, sp in keys:
+            images, defective, pixels, defect_pixels = table[(c, sp)]
+            row = {"class": c, "split": sp, "images": images, "defective": defective}
+            if pixels:
+                row["defect_pixel_share"] = defect_pixels / pixels
+            rows.append(row)
+        return rows
 
 
 def format_counts(rows: Sequence[dict]) -> str:
     """A plain-text table of :meth:`SampleIndex.counts` rows with a total line."""
     if not rows:
         return "no images"
+    pixels = any("defect_pixel_share" in r for r in rows)
     header = f"{'class':>5}  {'split':<5}  {'images':>6}  {'defective':>9}  {'share':>6}"
+    if pixels:
+        header += f"  {'defect pixels':>13}"
     out = [header, "-" * len(header)]
 
     def share(images: int, defective: int) -> str:
         return f"{100.0 * defective / images:5.1f}%" if images else "     -"
 
     for r in rows:
-        out.append(
-            f"{r['class']:>5}  {r['split']:<5}  {r['images']:>6}  {r['defective']:>9}  "
-            f"{share(r['images'], r['defective'])}"
+        line = (
+            f"{'own' if r['class'] == PLAIN_CLASS else r['class']:>5}  {r['split']:<5}  {r['images']:>6}  "
+            f"{r['defective']:>9}  {share(r['images'], r['defective'])}"
         )
+        if pixels:
+            line += f"  {100.0 * r.get('defect_pixel_share', 0.0):12.3f}%"
+        out.append(line)
     total_images = sum(r["images"] for r in rows)
     total_defective = sum(r["defective"] for r in rows)
     out.append("-" * len(header))
@@ -479,10 +527,10 @@ def _classify(folder: Path) -> tuple[int, str, Path] | None:
 
 def _split_parent(class_dir: Path) -> Path:
     """The folder holding Train/Test: the class folder itself, or its nested twin."""
-    if any(_child_dir(class_dir, s) for s in SPLITS):
+    if any(_child_dir(class_dir, s) for s in DAGM_SPLITS):
         return class_dir
     nested = _child_dir(class_dir, class_dir.name)
-    if nested is not None and any(_child_dir(nested, s) for s in SPLITS):
+    if nested is not None and any(_child_dir(nested, s) for s in DAGM_SPLITS):
         return nested
     raise DatasetError(f"{class_dir}: this class folder has no Train or Test folder; {EXPECTED_LAYOUTS}")
 
@@ -561,8 +609,203 @@ def _scan_dev(class_id: int, folder: Path, problems: list[str]) -> list[Sample]:
     return samples
 
 
+# ----------------------------------------------------------------------------- plain layout
+_PLAIN_HELP = (
+    "the plain layout is DIR/images/ with your image files and DIR/masks/ with one mask of the same "
+    "stem per defective image (optionally inside DIR/train/, DIR/val/ and DIR/test/)"
+)
+
+
+def _plain_folders(root: Path) -> dict[str, Path] | None:
+    """``{"": root}`` for ``root/images``; ``{"Train": .., "Val": .., "Test": ..}`` for fixed
+    split folders that hold ``images/``; None when ``root`` is not in the plain layout."""
+    if _child_dir(root, "images") is not None:
+        return {"": root}
+    found = {}
+    for name, split in _PLAIN_SPLIT_DIRS.items():
+        folder = _child_dir(root, name)
+        if folder is not None and _child_dir(folder, "images") is not None:
+            found[split] = folder
+    if not found:
+        return None
+    if "Train" not in found:
+        have = ", ".join(f"{found[k].name}/" for k in found)
+        raise DatasetError(
+            f"{root}: found {have} but no train/images/; fixed splits need a train folder to learn from: "
+            f"add {root / 'train' / 'images'} (and masks/), or put every image in {root / 'images'} and "
+            "let the split be chosen"
+        )
+    return found
+
+
+def _image_files(folder: Path, what: str, problems: list[str]) -> dict[str, Path]:
+    """stem -> file of the images in ``folder`` (non-recursive); a stem used twice is a problem."""
+    by_stem: dict[str, Path] = {}
+    for child in _children(folder):
+        if not child.is_file() or child.name.startswith(".") or child.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        other = by_stem.get(child.stem.lower())
+        if other is not None:
+            problems.append(
+                f"{other.name} and {child.name} in {folder} are two {what} with the same stem "
+                f"{child.stem!r}; keep one (the stem pairs images with masks)"
+            )
+            continue
+        by_stem[child.stem.lower()] = child
+    return by_stem
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as exc:  # noqa: BLE001 - any reason is the same to the user
+        raise DatasetError(
+            f"{path}: cannot read this file as an image ({' '.join(str(exc).split())[:200]}); "
+            "re-export it as PNG, JPEG, BMP or TIFF, or remove it"
+        ) from None
+
+
+def _count_mask(path: Path) -> tuple[tuple[int, int], int]:
+    """((width, height), defect pixels) of a mask file: every non-zero pixel (palette index) counts."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            arr = np.asarray(im)
+    except Exception as exc:  # noqa: BLE001
+        raise DatasetError(
+            f"{path}: cannot read this mask ({' '.join(str(exc).split())[:200]}); re-export it as a PNG "
+            "with 0 for background and 255 (or 1) for defect pixels"
+        ) from None
+    if arr.ndim == 3:
+        arr = arr.any(axis=-1)
+    return size, int(np.count_nonzero(arr))
+
+
+def _scan_plain_folder(folder: Path, split: str, problems: list[str]) -> list[Sample]:
+    image_dir = _child_dir(folder, "images")
+    assert image_dir is not None
+    mask_dir = _child_dir(folder, "masks")
+    images = _image_files(image_dir, "images", problems)
+    masks = _image_files(mask_dir, "masks", problems) if mask_dir is not None else {}
+    for stem in sorted(set(masks) - set(images)):
+        problems.append(
+            f"{masks[stem]} has no image of the same stem in {image_dir}; add the image or remove the mask"
+        )
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(stem: str) -> tuple[str, int, int] | str:
+        try:
+            iw, ih = _header_size(images[stem])
+            if stem not in masks:
+                return stem, iw * ih, 0
+            (mw, mh), defect = _count_mask(masks[stem])
+        except DatasetError as exc:
+            return str(exc)
+        if (mw, mh) != (iw, ih):
+            return (
+                f"{masks[stem]} is {mw}x{mh} pixels but its image {images[stem]} is {iw}x{ih}; "
+                "a mask must have its image's size: re-export the mask"
+            )
+        return stem, iw * ih, defect
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        checked = list(pool.map(check, sorted(images)))
+    samples = []
+    for item in checked:
+        if isinstance(item, str):
+            problems.append(item)
+            continue
+        stem, pixels, defect = item
+        path = images[stem]
+        samples.append(
+            Sample(
+                PLAIN_CLASS,
+                split,
+                path.stem,
+                path,
+                masks[stem] if defect else None,
+                defect > 0,
+                pixels=pixels,
+                defect_pixels=defect,
+            )
+        )
+    if not images:
+        problems.append(f"{image_dir} holds no image files ({'/'.join(s[1:] for s in IMAGE_SUFFIXES)})")
+    return samples
+
+
+def plain_split(samples: Sequence[Sample], fraction: float = PLAIN_TEST_FRACTION) -> list[Sample]:
+    """The samples with ``split`` set to "Train" or "Test": per group (defective / clean), the
+    ``round(n * fraction)`` samples whose stems hash lowest under :data:`PLAIN_SPLIT_SEED` are
+    "Test" (at least one defective each side when there are two or more). It depends on the stems
+    only, so every command sees the same Test images, and adding images moves few of them."""
+    import dataclasses
+
+    def rank(s: Sample) -> str:
+        return hashlib.sha256(f"{PLAIN_SPLIT_SEED}/{s.sample_id}".encode()).hexdigest()
+
+    test: set[int] = set()
+    for defective in (True, False):
+        group = sorted(
+            (i for i, s in enumerate(samples) if s.defective == defective), key=lambda i: rank(samples[i])
+        )
+        n = len(group)
+        n_test = math.floor(n * fraction + 0.5)
+        if defective and n >= 2:
+            n_test = min(max(n_test, 1), n - 1)
+        test.update(group[:n_test])
+    return [dataclasses.replace(s, split="Test" if i in test else "Train") for i, s in enumerate(samples)]
+
+
+def _scan_plain(root: Path, folders: dict[str, Path]) -> SampleIndex:
+    problems: list[str] = []
+    samples: list[Sample] = []
+    for split, folder in folders.items():
+        samples.extend(_scan_plain_folder(folder, split or "Train", problems))
+    if problems:
+        listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = (
+            f" (and {len(problems) - MAX_LISTED_PROBLEMS} more)"
+            if len(problems) > MAX_LISTED_PROBLEMS
+            else ""
+        )
+        raise DatasetError(f"{len(problems)} problem(s) with the images under {root}: {listed}{more}")
+    if "" in folders:
+        samples = plain_split(samples)
+    return SampleIndex(sorted(samples, key=_sort_key), root)
+
+
+def sample_key(sample: Sample, root: Path | None) -> str:
+    """A sample's name in a run's ``split.json``: its image path relative to the data root (POSIX)."""
+    path = Path(sample.image_path)
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return path.as_posix()
+
+
+def is_plain(index: SampleIndex) -> bool:
+    """True when ``index`` holds your own images (the plain layout), not DAGM classes."""
+    return any(s.class_id == PLAIN_CLASS for s in index)
+
+
+def image_policy(index: SampleIndex) -> str:
+    """How the images of ``index`` are brought to the network: DAGM images are resized to the
+    profile's image size (``"resize"``: 512x512 stay as they are); your own images keep their
+    own size (``"none"``): training cuts them into tiles, evaluation and prediction tile them."""
+    return "none" if is_plain(index) else "resize"
+
+
 def scan(root: str | Path) -> SampleIndex:
-    """Index every sample under ``root`` (any of the three layouts; see the module docstring).
+    """Index every sample under ``root`` (any of the four layouts; see the module docstring).
 
     Raises :class:`DatasetError` when the folder is missing, empty or has no DAGM layout,
     when a split folder lacks its ``Label/Labels.txt``, or when a class appears twice;
@@ -578,6 +821,9 @@ def scan(root: str | Path) -> SampleIndex:
     root = root.absolute()
     if not _children(root):
         raise DatasetError(f"{root}: the folder is empty; {EXPECTED_LAYOUTS}")
+    plain = _plain_folders(root)
+    if plain is not None:
+        return _scan_plain(root, plain)
     folders = _class_folders(root)
     if not folders:
         if root.name.lower() in ("train", "test", "label"):
@@ -601,7 +847,7 @@ def scan(root: str | Path) -> SampleIndex:
             samples.extend(_scan_dev(class_id, folder, problems))
             continue
         parent = _split_parent(folder)
-        for split in SPLITS:
+        for split in DAGM_SPLITS:
             split_dir = _child_dir(parent, split)
             if split_dir is not None:
                 samples.extend(_scan_split(class_id, split, split_dir, problems))
@@ -622,6 +868,11 @@ def scan(root: str | Path) -> SampleIndex:
 
 
 __all__ = [
+    "DAGM_SPLITS",
+    "IMAGE_SUFFIXES",
+    "PLAIN_CLASS",
+    "PLAIN_TEST_FRACTION",
+    "SPLITS",
     "Ellipse",
     "LabelRow",
     "Sample",
@@ -629,7 +880,11 @@ __all__ = [
     "format_counts",
     "format_ellipse_labels",
     "format_labels_txt",
+    "image_policy",
+    "is_plain",
     "parse_ellipse_labels",
     "parse_labels_txt",
+    "plain_split",
+    "sample_key",
     "scan",
 ]
