@@ -82,6 +82,23 @@ def cmd_holdout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_to_plain(args: argparse.Namespace) -> int:
+    from .data.export import to_plain
+
+    written = to_plain(args.data, classes=args.classes, out=args.out, merge=args.merge)
+    for folder, (images, defective) in written.items():
+        print(f"{args.out.rstrip('/')}/{folder}: {images} images, {defective} defective")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .infer import EXPORT_INFO, export_model
+
+    out = export_model(args.model, args.out, threshold=args.threshold)
+    print(f"SavedModel written to {out} (how to use it: {out / EXPORT_INFO})")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- model
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig, TrainingInterrupted, train
@@ -209,7 +226,10 @@ def _data_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("info", help="count images and defects per class and split")
-    p.add_argument("dir", help="a DAGM folder (any of the three layouts)")
+    p.add_argument(
+        "dir",
+        help="a DAGM folder (any of its three layouts) or a folder of your own images (images/ + masks/)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=cmd_info)
 
@@ -235,6 +255,20 @@ def _data_commands(sub: Any) -> None:
         help="only shapes with this label (COCO: category) are defects; repeat for several (default: all)",
     )
     p.set_defaults(func=cmd_masks)
+
+    p = sub.add_parser(
+        "to-plain",
+        help="write DAGM classes in the plain layout of your own images (images/ + masks/, links)",
+    )
+    p.add_argument("--data", required=True, help="a DAGM folder")
+    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N", help="default: all")
+    p.add_argument("--out", required=True, help="a new folder")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="one images/ folder (the plain layout's seeded split chooses Test) instead of train/ and test/",
+    )
+    p.set_defaults(func=cmd_to_plain)
 
     p = sub.add_parser(
         "holdout",
@@ -283,10 +317,18 @@ def _model_commands(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="evaluate a saved model on a split")
     p.add_argument("--model", required=True)
     p.add_argument(
-        "--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)"
+        "--data",
+        default=None,
+        help="a DAGM folder, a folder of your own images (images/ + masks/), or 'synthetic' (default: $DAGM_DIR or synthetic)",
     )
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
-    p.add_argument("--split", default="Test", choices=["Train", "Test"])
+    p.add_argument(
+        "--split",
+        default="Test",
+        choices=["Train", "Val", "Test"],
+        help="Test (default; images the model's run trained or validated on are left out, from its "
+        "split.json), Val (a plain folder's val/) or Train",
+    )
     _add_threshold_arg(p)
     p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -330,6 +372,14 @@ def _model_commands(sub: Any) -> None:
 
 def _tool_commands(sub: Any) -> None:
     """compare, bench, series."""
+    p = sub.add_parser(
+        "export", help="export a model as a TensorFlow SavedModel (any image size) with its threshold"
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="a new folder")
+    _add_threshold_arg(p)
+    p.set_defaults(func=cmd_export, tensorflow=True)
+
     p = sub.add_parser("compare", help="train several losses on identical data and seeds, and compare")
     _add_train_args(p)
     p.add_argument("--losses", nargs="+", default=["bce", "dice"], choices=LOSS_CHOICES)
@@ -365,7 +415,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .config import RECIPE_OPTIONS
 
     p.add_argument(
-        "--data", default=None, help="a DAGM folder, or 'synthetic' (default: $DAGM_DIR or synthetic)"
+        "--data",
+        default=None,
+        help="a DAGM folder, a folder of your own images (images/ + masks/), or 'synthetic' (default: $DAGM_DIR or synthetic)",
     )
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="N")
     p.add_argument("--profile", default=None, help="smoke, cpu, gpu or auto (default: $DAGM_PROFILE or auto)")

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path, write_text
+from .data import layout
 from .errors import ConfigError, DagmError, DatasetError, ImageFileError, ModelFileError
 
 #: padded images larger than this many pixels are predicted in tiles
@@ -61,7 +62,7 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 #: a model with a fixed input size is tiled at that size; an image that would need more tiles is refused
 MAX_FIXED_SIZE_TILES = 4096
 #: file suffixes :func:`predict_files` treats as images (case-insensitive)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = layout.IMAGE_SUFFIXES
 #: inference precisions: float32, and int8 (an accelerator's post-training quantisation)
 PRECISIONS = ("f32", "int8")
 #: at most this many images calibrate int8 quantisation
@@ -215,6 +216,54 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+#: what ``export_model`` writes beside the SavedModel: how to feed it and the threshold to use
+EXPORT_INFO = "dagm_export.json"
+
+
+def export_model(
+    model_path: str | os.PathLike[str], out: str | os.PathLike[str], threshold: float | None = None
+) -> Path:
+    """Export a saved model for serving without this package: a TensorFlow SavedModel in ``out``
+    (``serve`` takes ``float32 (batch, height, width, 1)`` grey levels 0..255, any height and width
+    that are multiples of :func:`required_multiple`, and returns the defect probabilities of the
+    same shape) and ``out/dagm_export.json`` with the threshold the training run chose on
+    validation (:func:`model_threshold`), the multiple and those conventions.
+
+    Written to a temporary folder and renamed into place, so an interrupted export leaves no
+    half-written ``out``; an ``out`` that exists and is not empty is refused.
+    """
+    import json
+    import shutil
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not an empty folder; choose a new --out")
+    model = load_model(model_path)  # float32, checked
+    m = required_multiple(model)
+    info = {
+        "format": "tf_saved_model",
+        "signature": "serve",
+        "input": "float32 (batch, height, width, 1), grey levels 0..255 (the model rescales inside)",
+        "output": "float32 (batch, height, width, 1), defect probability per pixel",
+        "size_multiple": m,
+        "threshold": model_threshold(model_path, threshold),
+        "source_model": str(Path(model_path).resolve()),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-export-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.export(str(tmp), format="tf_saved_model", verbose=False)
+        write_text(tmp / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def load_model(path: str | os.PathLike[str]) -> Any:
     """Load a saved model with Keras safe mode on, and check it fits the task.
 
@@ -330,6 +379,8 @@ def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
                 input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)],
                 jit_compile=False,
                 reduce_retracing=True,
+                autograph=False,  # no Python control flow to convert; converting it logged a
+                # "could not transform ... closure mismatch" warning in some processes
             )
             def graph(x):
                 return tf.cast(model_ref()(x, training=False), tf.float32)
@@ -756,6 +807,7 @@ def evaluate(
     class of image is present, ``tpr`` and the per-image means without defective images, ``tnr``
     without clean images.
     """
+    from .data.images import load_sample
     from .data.pipeline import load_arrays
 
     _check_threshold(threshold)
@@ -768,9 +820,12 @@ def evaluate(
     runner = _Runner(model, batch_size, fast=fast)  # built once: a fast runtime converts the model
     bar = _progress(len(samples), "evaluate", progress)
     try:
-        for i in range(0, len(samples), EVAL_CHUNK):
-            chunk = samples[i : i + EVAL_CHUNK]
-            images, masks = load_arrays(chunk, size=image_size, policy=policy)
+        for chunk in _eval_chunks(samples, policy):
+            if policy == "none":  # each image at its own size (your own images), tiled where large
+                pairs = [load_sample(s, size=image_size, policy="none") for s in chunk]
+                images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+            else:
+                images, masks = load_arrays(chunk, size=image_size, policy=policy)
             probs = _predict_items(runner, model, list(images), single=False)
             acc.update(masks, probs, [bool(s.defective) for s in chunk])
             bar.update(len(chunk))
@@ -778,17 +833,38 @@ def evaluate(
         bar.close()
     result = acc.result()
     result["seconds"] = round(time.perf_counter() - start, 3)
-    result["image_size"] = int(image_size)
+    result["image_size"] = int(image_size) if policy != "none" else None
+    result["image_policy"] = policy
     result["backend"] = runner.backend  # after the calls: "auto" has chosen by then
     result["precision"] = runner.precision
     return result
+
+
+def _eval_chunks(samples: list[Any], policy: str) -> Iterable[list[Any]]:
+    """The samples in chunks of :data:`EVAL_CHUNK` images, or, for images kept at their own size,
+    of at most that many 512x512 images' worth of pixels (one large image alone), so that memory
+    stays bounded whatever the sizes."""
+    if policy != "none":
+        for i in range(0, len(samples), EVAL_CHUNK):
+            yield samples[i : i + EVAL_CHUNK]
+        return
+    budget, chunk, used = EVAL_CHUNK * 512 * 512, [], 0
+    for sample in samples:
+        pixels = getattr(sample, "pixels", None) or 512 * 512
+        if chunk and used + pixels > budget:
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(sample)
+        used += pixels
+    if chunk:
+        yield chunk
 
 
 def evaluate_cli(args: Any) -> dict[str, Any]:
     """``python -m dagm_helpers evaluate``: resolve data and profile, select the split, evaluate."""
     from .config import resolve_profile
     from .data import resolve_data
-    from .data.layout import scan
+    from .data.layout import SampleIndex, scan
 
     profile = resolve_profile(getattr(args, "profile", None))
     model = load_model(args.model)  # fail fast, before any data is generated or scanned
@@ -797,6 +873,12 @@ def evaluate_cli(args: Any) -> dict[str, Any]:
     classes = tuple(args.classes) if getattr(args, "classes", None) else tuple(profile.classes)
     split = getattr(args, "split", "Test")
     selected = index.filter(classes=classes, split=split)
+    seen = run_training_images(args.model) if split != "Train" else set()
+    left_out = 0
+    if seen:  # never score an image the model trained or chose its threshold on
+        keep = [s for s in selected if layout.sample_key(s, index.root) not in seen]
+        left_out = len(selected) - len(keep)
+        selected = SampleIndex(keep, index.root)
     if len(selected) == 0:
         have = (
             ", ".join(f"class {r['class']} {r['split']} ({r['images']} images)" for r in index.counts())
@@ -812,10 +894,25 @@ def evaluate_cli(args: Any) -> dict[str, Any]:
         threshold=model_threshold(args.model, getattr(args, "threshold", None)),
         batch_size=getattr(args, "batch_size", 8) or 8,
         image_size=profile.image_size,
+        policy=layout.image_policy(index),
         progress=False,
     )
     result.update(model=str(args.model), data=str(root), classes=list(classes), split=split)
+    if left_out:
+        result["left_out_training_images"] = left_out
     return result
+
+
+def run_training_images(model_path: str | os.PathLike[str]) -> set[str]:
+    """The images (``layout.sample_key`` names) the training run of a saved model trained and
+    validated on, from ``split.json`` beside ``model.keras``; empty when there is none."""
+    import json
+
+    try:
+        record = json.loads((Path(model_path).parent / "split.json").read_text(encoding="utf-8"))
+        return {str(k) for part in ("train", "val") for k in record.get(part, [])}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return set()
 
 
 def model_threshold(model_path: str | os.PathLike[str], given: float | None = None) -> float:

@@ -90,6 +90,8 @@ BEST_FILE = "model.keras"
 LAST_FILE = "last.keras"
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
+#: which images the run trained on, validated on and left for testing (data.layout.sample_key names)
+SPLIT_FILE = "split.json"
 #: An epoch still running at BUDGET_HARD_FACTOR x budget + BUDGET_HARD_SLACK_S is cut short.
 BUDGET_HARD_FACTOR = 1.25
 BUDGET_HARD_SLACK_S = 30.0
@@ -727,10 +729,15 @@ class TrainingRun:
         self.model = model
         self._write_config()
         if self.verbose:
+            from .data.layout import is_plain
+
             p = self.profile
+            what = "your own images" if is_plain(self.train_set) else f"classes {list(p.classes)}"
+            if len(self.train_x) != len(self.train_set):
+                what += f" ({len(self.train_x)} training tiles)"
             print(
-                f"[train] {self.out}: {len(self.train_set)} train / {len(self.val_set)} val images, classes "
-                f"{list(p.classes)}, loss {self.config.loss}, profile {p.name}, {self.steps_per_epoch} steps x "
+                f"[train] {self.out}: {len(self.train_set)} train / {len(self.val_set)} val images, "
+                f"{what}, loss {self.config.loss}, profile {p.name}, {self.steps_per_epoch} steps x "
                 f"batch {self.batch_size} per epoch, epochs {self.initial_epoch + 1}..{self.epochs}"
                 f", setup {self.setup_s:.1f}s",
                 flush=True,
@@ -882,12 +889,22 @@ class TrainingRun:
     # --- internals
     def _load_arrays(self) -> None:
         """Decode the training and validation images once, into memory (data.pipeline states the bound)."""
-        from .data.pipeline import load_arrays
+        from .data.layout import image_policy
+        from .data.pipeline import load_arrays, load_tiles
 
         size = self.profile.image_size
-        self.train_x, self.train_y = load_arrays(list(self.train_set), size=size)
+        if image_policy(self.train_set) == "none":  # your own images: tiles at their own resolution
+
+            def load(samples: Any) -> tuple[np.ndarray, np.ndarray]:
+                return load_tiles(list(samples), size)
+        else:  # DAGM: every image at the profile's size
+
+            def load(samples: Any) -> tuple[np.ndarray, np.ndarray]:
+                return load_arrays(list(samples), size=size)
+
+        self.train_x, self.train_y = load(self.train_set)
         if len(self.val_set):
-            self.val_x, self.val_y = load_arrays(list(self.val_set), size=size)
+            self.val_x, self.val_y = load(self.val_set)
         else:
             self.val_x = self.val_y = np.zeros((0, size, size), np.uint8)
 
@@ -898,6 +915,7 @@ class TrainingRun:
             "profile": self.profile.as_dict(),
             "data_root": str(self.root),
             "images": {"train": len(self.train_set), "val": len(self.val_set), "test": len(self.test_set)},
+            "tiles": {"train": len(self.train_x), "val": len(self.val_x)},
             "strategy": type(self.strategy).__name__,
             "replicas": self.replicas,
             "global_batch_size": self.batch_size,
@@ -916,6 +934,25 @@ class TrainingRun:
 
     def _write_config(self) -> None:
         atomic.write_json(self.out / CONFIG_FILE, self.settings())  # on resume: changed epochs / max_minutes
+        atomic.write_json(self.out / SPLIT_FILE, self.split_record())
+
+    def split_record(self) -> dict:
+        """What ``split.json`` records: the images of each part, so that ``evaluate`` can leave out
+        every image this run trained or chose its threshold on (see ``infer.evaluate_cli``)."""
+        from .data.layout import sample_key
+
+        root = self.root
+
+        def keys(part: Any) -> list[str]:
+            return [sample_key(s, root) for s in part]
+
+        return {
+            "data_root": str(root),
+            "seed": int(self.config.seed),
+            "train": keys(self.train_set),
+            "val": keys(self.val_set),
+            "test": keys(self.test_set),
+        }
 
 
 def _saved_schedule(out: Path) -> dict:
@@ -1054,7 +1091,7 @@ def _prepare_run_dir(config: TrainConfig) -> TrainConfig:
             f"replace it (resume=True / overwrite=True), or choose another --out"
         )
     out.mkdir(parents=True, exist_ok=True)
-    for name in (STATE_FILE, HISTORY_FILE, BEST_FILE, LAST_FILE, METRICS_FILE):
+    for name in (STATE_FILE, HISTORY_FILE, BEST_FILE, LAST_FILE, METRICS_FILE, SPLIT_FILE):
         with contextlib.suppress(FileNotFoundError):
             (out / name).unlink()
     return config
@@ -1074,7 +1111,19 @@ def _select_data(config: TrainConfig, profile: Profile) -> tuple[Path, Any, Any,
             f"{root}: no training images for class(es) {', '.join(map(str, classes))} (found: {have}); "
             f"choose --classes from what the folder holds"
         )
-    train_set, val_set = train_all.train_val_split(val_fraction=profile.val_fraction, seed=int(config.seed))
+    fixed_val = index.filter(classes=classes, split="Val")
+    if len(fixed_val):  # the plain layout's val/ folder: the user chose the validation images
+        train_set, val_set = train_all, fixed_val
+    else:
+        train_set, val_set = train_all.train_val_split(
+            val_fraction=profile.val_fraction, seed=int(config.seed)
+        )
+    if not any(s.defective for s in train_all):
+        raise DatasetError(
+            f"{root}: none of the {len(train_all)} training images is defective (no mask with a defect "
+            "pixel), so there is nothing to learn to segment; add defective images with their masks "
+            "(a few dozen at least)"
+        )
     if len(train_set) == 0:
         raise DatasetError(f"{root}: only {len(train_all)} training image(s); too few to hold out validation")
     if len(val_set) == 0:
@@ -1112,6 +1161,7 @@ def _final_metrics(model: Any, test_set: Any, profile: Profile, batch_size: int,
     if len(test_set) == 0:
         return {"images": 0, "note": "no Test split for these classes; nothing evaluated"}
     from . import infer
+    from .data.layout import image_policy
 
     result = dict(
         infer.evaluate(
@@ -1119,6 +1169,7 @@ def _final_metrics(model: Any, test_set: Any, profile: Profile, batch_size: int,
             list(test_set),
             batch_size=max(1, batch_size),
             image_size=profile.image_size,
+            policy=image_policy(test_set),
             threshold=threshold,
             progress=False,
         )

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, DatasetError
+from .export import link_or_copy
 from .layout import LabelRow, Sample, format_labels_txt, scan
 
 HOLDOUT_NOTE = "HOLDOUT.txt"
@@ -48,20 +48,13 @@ def split_ids(samples: Sequence[Sample], fraction: float) -> tuple[list[Sample],
     return sorted(kept, key=key), sorted(held, key=key)
 
 
-def _link(src: Path, dest: Path) -> None:
-    try:
-        os.symlink(src.resolve(), dest)
-    except OSError:  # no symlinks here (some Windows setups, some mounts): copy
-        shutil.copy2(src, dest)
-
-
 def _write_split(folder: Path, samples: Sequence[Sample]) -> None:
     label_dir = folder / "Label"
     label_dir.mkdir(parents=True)
     for s in samples:
-        _link(s.image_path, folder / f"{s.sample_id}.PNG")
+        link_or_copy(s.image_path, folder / f"{s.sample_id}.PNG")
         if s.defective and s.mask_path is not None:
-            _link(s.mask_path, label_dir / f"{s.sample_id}_label.PNG")
+            link_or_copy(s.mask_path, label_dir / f"{s.sample_id}_label.PNG")
     rows = [_row(s.sample_id, s.defective) for s in samples]
     (label_dir / "Labels.txt").write_text(format_labels_txt(rows))
 

@@ -5,6 +5,8 @@ Two layers:
 * :func:`load_arrays` decodes a selection of samples once, in a thread pool, into
   two uint8 arrays ``(N, H, W)``: the images and their 0/1 masks. This is the plain
   numpy loader for a first look and for small sets, and it is the pipeline's cache.
+  :func:`load_tiles` does the same for images of any sizes (your own images): each
+  is cut, at its own resolution, into tiles of one size.
 * :func:`make_dataset` (and :func:`dataset_from_arrays`, for arrays already in
   memory) turns those arrays into a ``tf.data.Dataset`` of
   ``(x float32 (B, H, W, 1) in 0..255, y float32 (B, H, W, 1) in {0, 1})``: optional
@@ -123,7 +125,68 @@ def load_arrays(
     return images, (masks > 0).astype(np.uint8)
 
 
-def _header_size(sample: Any) -> tuple[int, int]:
+def tile_starts(length: int, size: int) -> list[int]:
+    """Starts of ``size``-long windows that cover ``0..length`` (the last one flush with the end)."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, size))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return starts
+
+
+def cut_tiles(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(tiles (T, size, size), mask tiles)`` that cover a 2-D image at its own resolution.
+
+    A side shorter than ``size`` is first mirrored out to ``size`` (the mask alike, so labels
+    follow the mirrored pixels); a longer one is covered by windows whose last one ends flush
+    with the image, so every pixel is in a tile and no pixel is resampled.
+    """
+    height, width = image.shape
+    pad_h, pad_w = max(0, size - height), max(0, size - width)
+    if pad_h or pad_w:
+        mode = "reflect" if min(height, width) > 1 else "edge"
+        image = np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
+        mask = np.pad(mask, ((0, pad_h), (0, pad_w)), mode=mode)
+        height, width = image.shape
+    tops, lefts = tile_starts(height, size), tile_starts(width, size)
+    images = np.stack([image[t : t + size, x : x + size] for t in tops for x in lefts])
+    masks = np.stack([mask[t : t + size, x : x + size] for t in tops for x in lefts])
+    return images, masks
+
+
+def load_tiles(
+    samples: Sequence[Any], size: int, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`load_arrays`, for images of any sizes: each is read at its own resolution and
+    cut into ``size x size`` tiles (:func:`cut_tiles`), so the result is ``(T, size, size)``
+    with ``T >= N``. Training crops and validation work on the tiles; nothing is resized, so
+    a small defect on a 4096x4096 image keeps its pixels. Refused beyond
+    :func:`cache_limit_bytes`, estimated from the file headers before anything is decoded."""
+    from .images import load_sample
+
+    samples = list(samples)
+    if not samples:
+        raise DatasetError("no samples selected: check the data folder, --classes and the split")
+    tiles = 0
+    for sample in samples:
+        height, width = _header_size(sample, multiple=1)
+        tiles += len(tile_starts(max(height, size), size)) * len(tile_starts(max(width, size), size))
+    _check_cache_size(tiles, size, size)
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+
+    def one(sample: Any) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = load_sample(sample, size=size, policy="none")
+        return cut_tiles(image, mask, size)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(one, samples))
+    images = np.concatenate([p[0] for p in parts]).astype(np.uint8, copy=False)
+    masks = np.concatenate([p[1] for p in parts])
+    return images, (masks > 0).astype(np.uint8)
+
+
+def _header_size(sample: Any, multiple: int = 16) -> tuple[int, int]:
     """(height, width) of a sample's image from its file header (padded up to a multiple of 16)."""
     from PIL import Image
 
@@ -132,7 +195,7 @@ def _header_size(sample: Any) -> tuple[int, int]:
             width, height = im.size
     except Exception:  # noqa: BLE001 - a broken file is reported properly by load_sample
         return (0, 0)
-    return (-(-height // 16) * 16, -(-width // 16) * 16)
+    return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
 
 
 # ----------------------------------------------------------------------------- tf.data
@@ -388,7 +451,9 @@ __all__ = [
     "cache_limit_bytes",
     "dataset_from_arrays",
     "dataset_memory_note",
+    "cut_tiles",
     "load_arrays",
+    "load_tiles",
     "make_dataset",
     "steps_for",
 ]
