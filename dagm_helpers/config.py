@@ -64,7 +64,7 @@ class Profile:
     #: at most this many validation images (all defective ones first), or None for all:
     #: validation runs on full images after every epoch, so it costs time on a CPU
     max_val_images: int | None = None
-    #: per-training budget when the whole notebook series runs (two trainings must fit it)
+    #: per-training budget when the whole notebook series runs (three trainings must fit it)
     series_max_minutes: float | None = None
     #: brightness/contrast jitter in training augmentation
     intensity_jitter: bool = False
@@ -133,7 +133,7 @@ PROFILES: dict[str, Profile] = {
         classes=(1,),
         synth_images_per_split=300,
         max_val_images=24,
-        series_max_minutes=5.0,
+        series_max_minutes=4.0,
         model={"batch_norm": True},
     ),
     # The tutorial's recipe: full 512x512 images, Adam 1e-4, batch 10, 50 epochs.

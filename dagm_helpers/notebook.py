@@ -153,11 +153,11 @@ def setup(
 
 
 # ----------------------------------------------------------------------------- training runs and examples
-def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
+def run_config(setup: NotebookSetup, loss: str, seed: int = 0, name: str | None = None, **overrides):
     """The :class:`~dagm_helpers.training.TrainConfig` every notebook trains ``loss`` with.
 
     One place, so notebooks 3, 4 and 5 use the same data, seed and budget and
-    differ only in the loss. The run goes to ``runs_dir/<loss>``: when that folder
+    differ only in the loss. The run goes to ``runs_dir/<name or loss>``: when that folder
     holds a run with the same loss, seed, profile and data (Colab disconnected, the
     kernel was restarted, or it finished), it is resumed; anything else there is
     replaced. ``$DAGM_MAX_MINUTES`` (set by the series runner) caps the time budget
@@ -185,7 +185,7 @@ def run_config(setup: NotebookSetup, loss: str, seed: int = 0, **overrides):
     # evaluating here too would cost the series minutes for numbers nobody reads
     overrides.setdefault("evaluate_test", False)
     config = TrainConfig(
-        out=setup.runs_dir / loss,
+        out=setup.runs_dir / (name or loss),
         data=setup.data_source,
         loss=loss,
         profile=setup.profile.name,

@@ -140,7 +140,8 @@ def class_grid(samples: Sequence[Any], per_class: int = 4, size: int = 256, defe
             image, mask = load_sample(sample, size=size)
             ax.imshow(edge_overlay(image, None, truth=mask if sample.defective else None))
             state = "defect" if sample.defective else "clean"
-            ax.set_title(f"class {class_id} · {sample.sample_id} · {state}", fontsize=8)
+            where = "your images" if class_id == 0 else f"class {class_id}"
+            ax.set_title(f"{where} · {sample.sample_id} · {state}", fontsize=8)
     fig.suptitle("Examples per class (label ellipse outlined in green)")
     return fig
 

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -16,8 +18,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dagm-tutorial/dagm-unet/blob/main/notebooks/01_get_the_data.ipynb)
 #
-# *Part 1 of 5 of a series that trains a small U-Net to find surface defects:
-# **1 data** · 2 the network · 3 training with BCE · 4 training with Dice · 5 comparison and edges.*
+# *Part 1 of 6 of a series that trains a small U-Net to find surface defects:
+# **1 data** · 2 the network · 3 training with BCE · 4 training with Dice · 5 comparison and edges ·
+# 6 your own images.*
 #
 # **DAGM 2007** is the data set of the DAGM/GNNS competition *"Weakly Supervised Learning for
 # Industrial Optical Inspection"* (HCI Heidelberg). It has ten classes of grey-level textures,

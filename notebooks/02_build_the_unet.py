@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -18,8 +18,8 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dagm-tutorial/dagm-unet/blob/main/notebooks/02_build_the_unet.ipynb)
 #
-# *Part 2 of 5: 1 data · **2 the network** · 3 training with BCE · 4 training with Dice ·
-# 5 comparison and edges.*
+# *Part 2 of 6: 1 data · **2 the network** · 3 training with BCE · 4 training with Dice ·
+# 5 comparison and edges · 6 your own images.*
 #
 # A defect detector could say "defective or not" per image. We ask for more: a **probability per
 # pixel** that it belongs to a defect, so we can see where the defect is and how big it is. The

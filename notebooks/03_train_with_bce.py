@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -18,8 +18,8 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dagm-tutorial/dagm-unet/blob/main/notebooks/03_train_with_bce.ipynb)
 #
-# *Part 3 of 5: 1 data · 2 the network · **3 training with BCE** · 4 training with Dice ·
-# 5 comparison and edges.*
+# *Part 3 of 6: 1 data · 2 the network · **3 training with BCE** · 4 training with Dice ·
+# 5 comparison and edges · 6 your own images.*
 #
 # The obvious loss for a per-pixel yes/no answer is the one every classifier uses: binary
 # cross-entropy, averaged over pixels. This notebook trains the U-Net with it and looks at what the

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -18,8 +18,8 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dagm-tutorial/dagm-unet/blob/main/notebooks/05_compare_and_inspect_edges.ipynb)
 #
-# *Part 5 of 5: 1 data · 2 the network · 3 training with BCE · 4 training with Dice ·
-# **5 comparison and edges**.*
+# *Part 5 of 6: 1 data · 2 the network · 3 training with BCE · 4 training with Dice ·
+# **5 comparison and edges** · 6 your own images.*
 #
 # The tutorial behind this series claims that, compared with pixel-wise BCE, the smoothed Dice loss
 # **converges faster**, reaches a **better IoU** and gives **sharper edges**. Notebooks 3 and 4
@@ -195,3 +195,5 @@ print(
 # (IoU, Dice) and by image-level detection, never by its loss value; choose the threshold on
 # validation data; and look at the edges, because the DAGM labels are coarse ellipses and the
 # numbers measured against them have a ceiling below 1.
+#
+# **Next:** [6. Your own images](06_your_own_images.ipynb).

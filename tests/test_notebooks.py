@@ -39,6 +39,7 @@ NAMES = (
     "03_train_with_bce",
     "04_train_with_dice",
     "05_compare_and_inspect_edges",
+    "06_your_own_images",
 )
 #: the only cells whose outputs are committed (nbval compares them): notebook -> first code line
 CHECKED = {
@@ -59,7 +60,7 @@ def _code(source: str) -> str:
     )
 
 
-def test_the_series_is_exactly_these_five_pairs():
+def test_the_series_is_exactly_these_six_pairs():
     assert sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) == list(NAMES)
     assert sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py")) == list(NAMES)
     assert "ipynb,py:percent" in (ROOT / "jupytext.toml").read_text()

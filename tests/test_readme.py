@@ -22,7 +22,7 @@ def test_main_command_is_in_the_readme():
 
 def test_every_notebook_has_a_badge_to_its_own_path():
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 5
+    assert len(notebooks) == 6
     for nb in notebooks:
         assert colab_url(f"notebooks/{nb.name}") in README, nb.name
 

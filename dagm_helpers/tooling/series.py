@@ -23,7 +23,6 @@ from ..errors import DagmError
 
 #: seconds one cell may run (the cpu profile's training cell takes ~10 minutes)
 CELL_TIMEOUT_S = 3600
-#: minutes each of the two training runs (notebooks 3 and 4) gets in the cpu profile
 
 
 class NotebookError(DagmError):
@@ -236,7 +235,7 @@ def run_series(
         env["DAGM_PROFILE"] = profile
     series_minutes = resolve_profile(profile).series_max_minutes
     if not os.environ.get("DAGM_MAX_MINUTES") and series_minutes:
-        env["DAGM_MAX_MINUTES"] = str(series_minutes)  # two trainings must fit the series' time
+        env["DAGM_MAX_MINUTES"] = str(series_minutes)  # three trainings (3, 4, 6) must fit the series' time
     print(
         f"running {len(paths)} notebook(s) into {out} (profile: {profile or os.environ.get('DAGM_PROFILE') or 'auto'})"
     )
