@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,7 @@ REQUIRED = {
     "peak_rss_mb",
     "device",
     "versions",
+    "cpu",
     "quick",
 }
 
@@ -79,6 +81,9 @@ def test_quick_bench_values_in_range(quick_result):
     assert isinstance(r["time_to_quality_speedup_is_lower_bound"], bool)
     assert r["peak_rss_mb"] > 100  # TensorFlow alone takes more
     assert r["versions"]["tensorflow"] and r["versions"]["numpy"]
+    if Path("/proc/cpuinfo").exists():  # the CPU named, with the features that decide its speed
+        assert r["cpu"]["cpu_model"] and {"avx2", "avx512", "vnni", "amx", "avx512_bf16"} <= set(r["cpu"])
+        assert all(isinstance(r["cpu"][k], bool) for k in ("avx2", "avx512", "vnni", "amx", "avx512_bf16"))
     assert "core" in r["device"] or "GPU" in r["device"] or "NVIDIA" in r["device"]
 
 

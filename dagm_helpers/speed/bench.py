@@ -885,7 +885,10 @@ def run_benchmark(
     t_start, started_at = time.perf_counter(), time.time()
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="dagm-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"quick": bool(quick), "versions": versions()}
+    from .fast import cpu_features
+
+    # which CPU the numbers come from: its model and the instructions that decide the speed
+    result: dict[str, Any] = {"quick": bool(quick), "versions": versions(), "cpu": cpu_features()}
     peaks: dict[str, float] = {}
     try:
         # --- training throughput (same model, same work per image), the fast path
