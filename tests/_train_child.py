@@ -18,11 +18,18 @@ from PIL import Image
 
 
 def make_tiny_dagm(
-    root: str | Path, n_train: int = 16, n_test: int = 8, size: int = 64, seed: int = 0, class_id: int = 1
+    root: str | Path,
+    n_train: int = 16,
+    n_test: int = 8,
+    size: int = 64,
+    seed: int = 0,
+    class_id: int = 1,
+    odd_defective: bool = False,
 ) -> Path:
     """Write ``n_train``/``n_test`` images per split of class ``class_id`` under ``root``; return root.
 
-    Every other image is defective: a bright filled ellipse (grey 220 on ~100 +- 12 noise) whose
+    Every other image is defective (the even ids, or with ``odd_defective`` the odd ones, so that a
+    one-image split is defective): a bright filled ellipse (grey 220 on ~100 +- 12 noise) whose
     mask is exactly the ellipse, so a U-Net learns it in a few dozen steps.
     """
     root = Path(root)
@@ -35,7 +42,7 @@ def make_tiny_dagm(
         for i in range(1, n + 1):
             sid = f"{i:04d}"
             img = np.clip(rng.normal(100, 12, (size, size)), 0, 255)
-            defective = i % 2 == 0
+            defective = i % 2 == int(odd_defective)
             if defective:
                 cy, cx = rng.uniform(size * 0.2, size * 0.8, 2)
                 a, b = rng.uniform(size * 0.06, size * 0.15, 2)

@@ -589,7 +589,7 @@ def test_a_one_image_training_set_trains_with_a_warning_that_nothing_validates_i
     """One training image: nothing can be held out, which is said, and the run still completes."""
     import dataclasses
 
-    data = make_tiny_dagm(tmp_path / "one", n_train=1, n_test=2, size=64)
+    data = make_tiny_dagm(tmp_path / "one", n_train=1, n_test=2, size=64, odd_defective=True)
     config = dataclasses.replace(child_config(data, tmp_path / "run", 1), steps_per_epoch=2, verbose=0)
     with pytest.warns(
         RuntimeWarning, match=r"only 1 training image\(s\), so none is held out for validation"
