@@ -312,6 +312,14 @@ def _model_commands(sub: Any) -> None:
         help="dtype policy to train in (default: float16 on a GPU in the gpu profile, else float32; "
         "mixed_bfloat16 pays on CPUs with AMX or AVX512-BF16)",
     )
+    p.add_argument(
+        "--conv-gradients",
+        choices=("auto", "tf", "matmul"),
+        default="auto",
+        help="weight gradients of the 3x3 convolutions on a CPU: TensorFlow's (tf) or matrix products "
+        "(matmul; the same numbers, faster on some CPUs). auto (default): the cpu profile times both on "
+        "a few steps and keeps the faster, cached per machine; config.json records the choice",
+    )
     p.set_defaults(func=cmd_train, tensorflow=True)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a split")

@@ -16,6 +16,13 @@ TensorFlow when no accelerator is installed or when one fails to import:
 ``training_precision(on_gpu: bool) -> str``
     the Keras dtype policy to train in on this machine ("float32", "mixed_bfloat16", ...) when
     the profile does not ask for float16 on a GPU.
+``training_options(on_gpu: bool) -> dict[str, list]``
+    model-level training variants an accelerator can apply, each with the values worth timing,
+    plain TensorFlow's first (e.g. ``{"conv_gradients": [None, "matmul"]}``); ``train`` times
+    them on a few steps of the run's own shapes and keeps the fastest (see
+    :mod:`dagm_helpers.training`, "Choosing the CPU training settings").
+``prepare_training(model, options: dict) -> None``
+    apply chosen options to a model before its training step is traced.
 ``fast_runner(model, batch_size, precision, calibration) -> Callable | None``
     a function from a float32 batch ``(B, H, W, 1)`` of raw grey values (sides padded to the
     model's multiple) to float32 probabilities ``(B, H, W)``, on a faster runtime; ``None``
@@ -90,6 +97,22 @@ def training_precision(on_gpu: bool) -> str:
     return "float32"
 
 
+def training_options(on_gpu: bool) -> dict[str, list]:
+    """The training variants the accelerators offer to time, by option (empty without any)."""
+    options: dict[str, list] = {}
+    for hook in _offered("training_options"):
+        options.update({str(k): list(v) for k, v in hook(on_gpu).items()})
+    return options
+
+
+def prepare_training(model: Any, options: dict) -> None:
+    """Apply chosen training ``options`` to ``model`` (before its training step is traced)."""
+    if not options:
+        return
+    for hook in _offered("prepare_training"):
+        hook(model, dict(options))
+
+
 def fast_runner(model: Any, batch_size: int, precision: str = "f32", calibration: Any = None) -> Any:
     """A faster batch runner for ``model`` from the first accelerator that offers one, else ``None``."""
     for hook in _offered("fast_runner"):
@@ -106,6 +129,8 @@ __all__ = [
     "before_tensorflow",
     "cpu_state",
     "fast_runner",
+    "prepare_training",
     "training_jit",
+    "training_options",
     "training_precision",
 ]

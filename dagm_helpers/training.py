@@ -45,6 +45,18 @@ Resuming (``resume=True`` / ``--resume``)
     (:func:`dagm_helpers.data.pipeline.dataset_from_arrays`), so on CPU a resumed run ends
     with the same weights as one that never stopped (``tests/test_train.py`` checks this).
 
+Choosing the CPU training settings
+    An accelerator may offer training variants that give the same numbers by other kernels
+    (:func:`dagm_helpers.hooks.training_options`; :mod:`dagm_helpers.speed` offers TensorFlow's
+    weight gradients or matrix-product ones, faster on some CPUs and slower on others). A
+    profile that sizes its schedule to the machine (``cpu``) times each variant on
+    :data:`PROBE_STEPS` steps of the run's own shapes before training and keeps the fastest,
+    unless it is within :data:`CHOICE_NOISE` of plain TensorFlow (:func:`choose_fastest`). The
+    decision is cached per machine and setting in ``$DAGM_HOME/training_choices.json``, so the
+    timing is paid once; ``config.json`` records it (key ``cpu_choice``: what was chosen, why, and
+    the step times). ``train_options`` (``--conv-gradients``) fixes a choice; a resumed run keeps
+    the choice it began with. Other profiles use the cached choice, else plain TensorFlow.
+
 Several devices (``tf.distribute``)
     :func:`choose_strategy` picks ``MirroredStrategy`` over several GPUs, ``TPUStrategy``
     on a Colab TPU, and the default strategy otherwise. The profile's ``batch_size`` is
@@ -99,6 +111,12 @@ BUDGET_HARD_SLACK_S = 30.0
 TRAIN_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 #: the threshold when none was chosen on validation
 DEFAULT_THRESHOLD = 0.5
+#: validation predicts at most this many pixels per call (eight 512x512 images), in whole batches
+VALIDATION_PIXELS = 8 * 512 * 512
+#: a timed training variant must be this much faster than plain TensorFlow's to be chosen
+CHOICE_NOISE = 0.03
+#: the per-machine cache of timed choices, in $DAGM_HOME
+CHOICE_CACHE = "training_choices.json"
 #: training steps timed to size a budget schedule (after one more that traces the step)
 PROBE_STEPS = 5
 #: share of the budget a sized schedule plans for (the rest absorbs checkpoint writes and noise)
@@ -152,6 +170,9 @@ class TrainConfig:
         precision: the Keras dtype policy to train in, one of :data:`TRAIN_PRECISIONS`
             (``None``: float16 on a GPU when the profile asks for it, else an accelerator's choice,
             else float32).
+        train_options: fixed choices among the training variants accelerators offer, e.g.
+            ``{"conv_gradients": "matmul"}`` or ``{"conv_gradients": None}`` (TensorFlow's own);
+            the rest are chosen by timing (module docstring, "Choosing the CPU training settings").
         callbacks: extra Keras callbacks for ``fit`` (not saved in ``config.json``).
     """
 
@@ -178,6 +199,7 @@ class TrainConfig:
     devices: Sequence[str] | None = None
     evaluate_test: bool = True
     precision: str | None = None
+    train_options: dict = field(default_factory=dict)
     callbacks: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -187,6 +209,7 @@ class TrainConfig:
         if self.devices is not None:
             self.devices = list(self.devices)
         self.model = dict(self.model or {})
+        self.train_options = dict(self.train_options or {})
 
     @classmethod
     def from_cli(cls, args: Any) -> TrainConfig:
@@ -202,6 +225,7 @@ class TrainConfig:
             resume=bool(getattr(args, "resume", False)),
             overwrite=bool(getattr(args, "overwrite", False)),
             precision=getattr(args, "precision", None),
+            train_options=_cli_train_options(args),
             **recipe_overrides(args),
         )
 
@@ -225,6 +249,37 @@ class TrainConfig:
         d["data"] = None if self.data is None else str(self.data)
         d["classes"] = None if self.classes is None else list(self.classes)
         return d
+
+
+def _cli_train_options(args: Any) -> dict:
+    """``--conv-gradients tf|matmul`` as ``train_options`` (``auto`` or absent: chosen by timing)."""
+    chosen = getattr(args, "conv_gradients", None)
+    if chosen in (None, "auto"):
+        return {}
+    return {"conv_gradients": None if chosen == "tf" else chosen}
+
+
+def choose_fastest(step_s: dict[str, float], plain: str, noise: float = CHOICE_NOISE) -> str:
+    """The label of the fastest variant in ``step_s`` (seconds per step), unless it saves less than
+    ``noise`` (a share) against ``plain``, which then wins: a gain within timing noise is not worth
+    leaving plain TensorFlow for. Non-finite times never win."""
+    finite = {k: v for k, v in step_s.items() if math.isfinite(v) and v > 0}
+    if not finite:
+        return plain
+    best = min(finite, key=lambda k: (finite[k], k != plain))
+    if plain in finite and finite[best] > finite[plain] * (1.0 - noise):
+        return plain
+    return best
+
+
+def option_value(value: Any) -> str:
+    """A training option's value as the command line spells it (None: ``tf``, TensorFlow's own)."""
+    return "tf" if value is None else str(value)
+
+
+def option_label(options: dict) -> str:
+    """A readable, stable name of a set of training options: ``conv_gradients=matmul``."""
+    return ",".join(f"{k}={option_value(v)}" for k, v in sorted(options.items())) or "plain"
 
 
 def recipe_overrides(args: Any) -> dict:
@@ -369,14 +424,18 @@ def validation_scores(
     tp = fp = fn = 0
     loss_sum = 0.0
     dice_def: list[np.ndarray] = []
-    chunk = max(batch_size, 8 * batch_size)
+    # small images (tiles, smoke runs) are predicted many batches at a time: per-call overhead
+    # dominated there; a multiple of the batch size, at most VALIDATION_PIXELS per call
+    per_call = batch_size * max(1, VALIDATION_PIXELS // (batch_size * images.shape[1] * images.shape[2]))
+    per_call = min(per_call, -(-len(images) // batch_size) * batch_size)  # no call of padding only
+    chunk = 8 * per_call
     for start in range(0, len(images), chunk):
         x = images[start : start + chunk, ..., None].astype(np.float32)
         y = masks[start : start + chunk].astype(bool)
         # pad to whole batches: one input shape, so an XLA-compiled model compiles once
-        pad = -len(x) % batch_size
+        pad = -len(x) % per_call
         xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)]) if pad else x
-        prob = np.asarray(model.predict(xp, batch_size=batch_size, verbose=0), dtype=np.float32)[
+        prob = np.asarray(model.predict(xp, batch_size=per_call, verbose=0), dtype=np.float32)[
             : len(x), ..., 0
         ]
         for b in range(0, len(x), batch_size):
@@ -560,9 +619,16 @@ class TrainingRun:
         self.mixed_precision = self.precision != "float32"
         self.loss = losses_mod.get_loss(config.loss)
         self._load_arrays()
+        self.train_options, self.cpu_choice, to_time = self._initial_choice()
         self.schedule: dict = _saved_schedule(self.out) if config.resume else {"sized_to_budget": False}
-        if profile.budget_schedule and self.budget_s and not profile.steps_per_epoch and not config.resume:
-            self.schedule = self._size_schedule()
+        sizing = (
+            profile.budget_schedule and self.budget_s and not profile.steps_per_epoch and not config.resume
+        )
+        if to_time and not sizing and profile.budget_schedule and not config.resume:
+            self._time_variants(to_time)  # the schedule was given, the settings still measured
+            keras.utils.set_random_seed(int(config.seed))
+        if sizing:
+            self.schedule = self._size_schedule(to_time)
             self.steps_per_epoch = self.schedule["steps_per_epoch"]
             config.steps_per_epoch = self.steps_per_epoch  # a resumed run keeps the schedule it began with
             keras.utils.set_random_seed(int(config.seed))  # the probe drew weights: start the run afresh
@@ -648,19 +714,71 @@ class TrainingRun:
             start_epoch=start_epoch,
         )
 
-    def _size_schedule(self) -> dict:
-        """Steps per epoch such that ``epochs`` epochs, with their validations, fill the budget.
+    def _initial_choice(self) -> tuple[dict, dict, list[dict]]:
+        """(the options to train with for now, the ``cpu_choice`` record, the variants still to time).
 
-        Times :data:`PROBE_STEPS` training steps of this run's own shapes (after one step that
-        traces) and one validation pass on a throwaway copy of the network, on this machine,
-        now. The probe's own time comes off the budget; :data:`SCHEDULE_FILL` of the rest is
-        planned, leaving room for checkpoint writes and noise.
-        """
+        Explicit ``train_options`` are kept; a resumed run keeps its recorded choice; otherwise
+        a cached choice for this machine and setting is used, and without one the variants
+        that are left are timed (by :meth:`_time_variants`, in profiles that size their
+        schedule) or plain TensorFlow's options are used."""
+        offered = hooks.training_options(self.on_gpu)
+        explicit = dict(self.config.train_options)
+        for name, value in explicit.items():
+            if value is not None and value not in offered.get(name, []):
+                have = "; ".join(f"{k}: {', '.join(map(option_value, v))}" for k, v in offered.items())
+                raise ConfigError(
+                    f"training option {name}={option_value(value)} is not available here (offered: "
+                    f"{have or 'none, the speed package is not installed or this is a GPU'}); "
+                    "drop it to let train choose"
+                )
+        if self.config.resume:
+            saved = _saved_choice(self.out)
+            if saved is not None:
+                return dict(saved["chosen"]), {**saved, "source": "resumed"}, []
+        plain = {name: values[0] for name, values in offered.items()}
+        base = {**plain, **explicit}
+        free = {k: v for k, v in offered.items() if k not in explicit and len(v) > 1}
+        if not free:
+            source = "explicit" if explicit else "nothing to choose"
+            return base, {"chosen": base, "source": source}, []
+        variants = [base]
+        for name, values in free.items():
+            variants = [{**v, name: value} for v in variants for value in values]
+        cached = _cached_choice(self._choice_key(variants))
+        if cached is not None and cached.get("chosen") in variants:
+            return dict(cached["chosen"]), {**cached, "source": "cached"}, []
+        record = {"chosen": base, "source": "plain (not timed: the profile does not size its schedule)"}
+        return base, record, variants if self.profile.budget_schedule else []
+
+    def _choice_key(self, variants: list[dict]) -> str:
+        """What a cached choice depends on: the machine, TensorFlow, and the run's shapes and network."""
+        p = self.profile
+        state = hooks.cpu_state()
+        return json.dumps(
+            {
+                "cpu": state.get("cpu_model") or platform.processor() or platform.machine(),
+                "cores": os.cpu_count(),
+                "tensorflow": tf.__version__,
+                "onednn": state.get("onednn"),
+                "precision": self.precision,
+                "xla": self.jit_compile,
+                "side": p.crop_size or p.image_size,
+                "batch": self.batch_size,
+                "model": {**p.model, **self.config.model},
+                "variants": [option_label(v) for v in variants],
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+    def _probe_step_s(self, options: dict) -> tuple[float, Any]:
+        """Median seconds per training step of a throwaway network trained with ``options`` on
+        the run's own batches, after one step that traces; and that network."""
         from .model import small_unet
 
-        t0 = time.monotonic()
         with self.scope():
             probe = small_unet(**{**self.profile.model, **self.config.model})
+            hooks.prepare_training(probe, options)
             probe.compile(optimizer=keras.optimizers.Adam(1e-4), loss=self.loss, jit_compile=self.jit_compile)
         batches = iter(self._dataset(PROBE_STEPS + 1, start_epoch=0))
         times = []
@@ -669,7 +787,41 @@ class TrainingRun:
             start = time.perf_counter()
             probe.train_on_batch(x, y)
             times.append(time.perf_counter() - start)
-        step_s = float(np.median(times[1:]))
+        return float(np.median(times[1:])), probe
+
+    def _time_variants(self, variants: list[dict]) -> tuple[float, Any]:
+        """Time every variant, keep the fastest (:func:`choose_fastest`), record and cache the
+        decision; return the chosen variant's step time and its probe network."""
+        timed: dict[str, tuple[float, Any]] = {}
+        for options in variants:
+            timed[option_label(options)] = self._probe_step_s(options)
+        plain = option_label(variants[0])
+        chosen_label = choose_fastest({k: v[0] for k, v in timed.items()}, plain)
+        chosen = next(v for v in variants if option_label(v) == chosen_label)
+        self.train_options = dict(chosen)
+        self.cpu_choice = {
+            "chosen": dict(chosen),
+            "source": "measured",
+            "step_s": {k: round(v[0], 4) for k, v in timed.items()},
+            "speedup_vs_plain": round(timed[plain][0] / timed[chosen_label][0], 3),
+        }
+        _cache_choice(self._choice_key(variants), self.cpu_choice)
+        return timed[chosen_label]
+
+    def _size_schedule(self, variants: list[dict] | None = None) -> dict:
+        """Steps per epoch such that ``epochs`` epochs, with their validations, fill the budget.
+
+        Times :data:`PROBE_STEPS` training steps of this run's own shapes (after one step that
+        traces) and one validation pass on a throwaway copy of the network, on this machine,
+        now; with ``variants``, each variant's steps, keeping the fastest (:meth:`_time_variants`).
+        The probe's own time comes off the budget; :data:`SCHEDULE_FILL` of the rest is
+        planned, leaving room for checkpoint writes and noise.
+        """
+        t0 = time.monotonic()
+        if variants:  # the settings are chosen on the same probe steps
+            step_s, probe = self._time_variants(variants)
+        else:
+            step_s, probe = self._probe_step_s(self.train_options)
         start = time.perf_counter()
         validation_scores(probe, self.val_x, self.val_y, self.loss, self.batch_size)
         val_s = time.perf_counter() - start
@@ -701,6 +853,7 @@ class TrainingRun:
         """Continue a resumed run: load ``last.keras``'s weights and optimizer state into ``model``
         (compiled as the run compiles it) and the history of its completed epochs. A new run
         saves ``last.keras`` before the first step, so a run killed in its first epoch resumes."""
+        hooks.prepare_training(model, self.train_options)  # the chosen variant, before fit traces
         with self.strategy.scope():
             model.optimizer.build(model.trainable_variables)  # slots now, not inside the traced step
             if self.config.resume:
@@ -927,6 +1080,8 @@ class TrainingRun:
             "precision": self.precision,
             "xla": self.jit_compile,
             "onednn": hooks.cpu_state().get("onednn"),
+            "cpu": {k: v for k, v in hooks.cpu_state().items() if k != "onednn"},
+            "cpu_choice": self.cpu_choice,
             "accelerators": [getattr(a, "__name__", type(a).__name__) for a in hooks.accelerators()],
             "history_columns": list(HISTORY_COLUMNS),
             "versions": _versions(),
@@ -953,6 +1108,44 @@ class TrainingRun:
             "val": keys(self.val_set),
             "test": keys(self.test_set),
         }
+
+
+def _saved_choice(out: Path) -> dict | None:
+    """The ``cpu_choice`` a run recorded in its ``config.json`` (kept when it resumes)."""
+    try:
+        saved = json.loads((out / CONFIG_FILE).read_text())["cpu_choice"]
+        return saved if isinstance(saved, dict) and isinstance(saved.get("chosen"), dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _choice_cache_path() -> Path:
+    from .config import dagm_home
+
+    return dagm_home() / CHOICE_CACHE
+
+
+def _cached_choice(key: str) -> dict | None:
+    try:
+        entry = json.loads(_choice_cache_path().read_text()).get(key)
+        return entry if isinstance(entry, dict) and isinstance(entry.get("chosen"), dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _cache_choice(key: str, record: dict) -> None:
+    """Remember a timed choice for this machine and setting (a cache: failing to write is harmless)."""
+    path = _choice_cache_path()
+    try:
+        table = json.loads(path.read_text()) if path.exists() else {}
+        if not isinstance(table, dict):
+            table = {}
+    except (OSError, ValueError):
+        table = {}
+    table[key] = {**record, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(path, table)
 
 
 def _saved_schedule(out: Path) -> dict:

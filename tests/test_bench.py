@@ -94,6 +94,13 @@ def test_quick_bench_fast_path_ran_with_onednn_and_fast_gradients(quick_result):
     assert r["train_settings"]["onednn"] is True
     assert r["train_conv_gradient_layers"] == 18
     assert r["train_compute_dtype"] == ("float16" if r["train_settings"]["mixed_precision"] else "float32")
+    # train_img_s is the gradient variant train's chooser would keep, by the chooser's own rule
+    from dagm_helpers.training import choose_fastest
+
+    rates = {"tf": r["train_tf_gradients_img_s"], "matmul": r["train_matmul_gradients_img_s"]}
+    chosen = choose_fastest({k: 1.0 / v for k, v in rates.items()}, plain="tf")
+    assert r["train_choice"] == {"conv_gradients": chosen}
+    assert r["train_img_s"] == pytest.approx(rates[chosen], rel=1e-9)
     # the fast time to quality trained in a process with oneDNN on, as the command line does
     assert r["time_to_quality_onednn"] is True
     # the fast predictor ran there too, "auto" timed the installed runtimes and kept the fastest

@@ -43,10 +43,33 @@ def training_precision(on_gpu: bool) -> str:
     return fast.cpu_training_precision(on_gpu)
 
 
+def training_options(on_gpu: bool) -> dict[str, list]:
+    """On a CPU: TensorFlow's weight gradients or the matrix-product ones (:mod:`.conv_grad`; the
+    same numbers, faster on some CPUs and slower on others), for ``train`` to time. On a GPU:
+    nothing to choose (cuDNN's gradients)."""
+    return {} if on_gpu else {"conv_gradients": [None, "matmul"]}
+
+
+def prepare_training(model: Any, options: dict) -> None:
+    """Install the matrix-product weight gradients when ``options["conv_gradients"] == "matmul"``."""
+    if options.get("conv_gradients") == "matmul":
+        from .conv_grad import use_fast_conv_gradients
+
+        use_fast_conv_gradients(model)
+
+
 def fast_runner(model: Any, batch_size: int, precision: str = "f32", calibration: Any = None) -> Any:
     """The fastest CPU runtime for ``model`` (a :class:`~.fast.Predictor`), or None when no faster
     runtime than TensorFlow is installed or able to run the model."""
     return fast.runner_for(model, batch_size, precision, calibration)
 
 
-__all__ = ["before_tensorflow", "cpu_state", "fast_runner", "training_jit", "training_precision"]
+__all__ = [
+    "before_tensorflow",
+    "cpu_state",
+    "fast_runner",
+    "prepare_training",
+    "training_jit",
+    "training_options",
+    "training_precision",
+]

@@ -326,7 +326,10 @@ def fast_path_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
     enabled before TensorFlow was imported (:func:`_in_child`).
 
     Also measured there, to split the gain: the tutorial's own ``fit`` with oneDNN on
-    (``train_onednn_only_img_s``).
+    (``train_onednn_only_img_s``). On a CPU the same model is also timed with TensorFlow's own
+    weight gradients (``train_tf_gradients_img_s``), and ``train_img_s`` is the one of the two
+    that ``train`` would choose (:func:`dagm_helpers.training.choose_fastest`, the rule its
+    chooser applies): ``train_speedup`` measures the path ``train`` takes, not a fixed one.
     """
     import keras
     import tensorflow as tf
@@ -359,28 +362,42 @@ def fast_path_throughput(size: int, batch: int, n: int, repeats: int) -> dict:
     result["train_conv_gradient_layers"] = (
         use_fast_conv_gradients(fast) if settings["conv_gradients"] == "matmul" else 0
     )
-    fast.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=1e-4),
-        loss=DiceLoss(),
-        jit_compile=settings["jit_compile"],
-        steps_per_execution=settings["steps_per_execution"],
-    )
-    if settings["dataset"]:
-        data = (
-            tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(n, seed=0)
-            .batch(batch)
-            .prefetch(settings["prefetch"] if settings["prefetch"] >= 0 else tf.data.AUTOTUNE)
+
+    def step_s(model: Any) -> float:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=1e-4),
+            loss=DiceLoss(),
+            jit_compile=settings["jit_compile"],
+            steps_per_execution=settings["steps_per_execution"],
         )
-        fast_step = _median_step_s(
-            lambda cbs: fast.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=cbs), repeats
-        )
-    else:  # the tutorial's own feeding, on the fast path's compiled model
-        fast_step = _median_step_s(
-            lambda cbs: fast.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True, callbacks=cbs),
+        if settings["dataset"]:
+            data = (
+                tf.data.Dataset.from_tensor_slices((x, y))
+                .shuffle(n, seed=0)
+                .batch(batch)
+                .prefetch(settings["prefetch"] if settings["prefetch"] >= 0 else tf.data.AUTOTUNE)
+            )
+            return _median_step_s(
+                lambda cbs: model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=cbs), repeats
+            )
+        return _median_step_s(  # the tutorial's own feeding, on the fast path's compiled model
+            lambda cbs: model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True, callbacks=cbs),
             repeats,
         )
-    result["train_img_s"] = batch * settings["steps_per_execution"] / fast_step
+
+    fast_step = step_s(fast)
+    per_step = batch * settings["steps_per_execution"]
+    result["train_img_s"] = per_step / fast_step
+    if result["train_conv_gradient_layers"]:  # a CPU: the variant train's chooser weighs it against
+        from ..training import choose_fastest
+
+        keras.utils.set_random_seed(0)
+        plain_step = step_s(small_unet())
+        result["train_tf_gradients_img_s"] = per_step / plain_step
+        result["train_matmul_gradients_img_s"] = result["train_img_s"]
+        chosen = choose_fastest({"tf": plain_step, "matmul": fast_step}, plain="tf")
+        result["train_choice"] = {"conv_gradients": chosen}
+        result["train_img_s"] = per_step / (plain_step if chosen == "tf" else fast_step)
     result["train_onednn_only_img_s"] = batch / _tutorial_fit_step_s(size, batch, n, repeats)
     result["peak_rss_mb"] = peak_rss_mb()
     return result
