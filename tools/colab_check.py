@@ -86,7 +86,11 @@ TEST_TOOLS = ("pytest-timeout", "nbval", "selenium")
 #: JupyterLab; its freeze lists jupyterlab_widgets 3, which JupyterLab 4 uses for ipywidgets 8
 #: only, so the browser test pairs ipywidgets 7 with JupyterLab 3 and its widget manager 1.x)
 JUPYTERLAB_FOR_WIDGETS = {"7": ("jupyterlab>=3.6,<4", "jupyterlab_widgets>=1.1,<2"), "8": ("jupyterlab>=4",)}
-#: the tests that run in the Colab-matched environment, besides the notebooks
+#: the tests that run in the Colab-matched environment, besides the notebooks (which train through
+#: the package's engine in the smoke profile): what Colab's own versions can break. The training
+#: engine's process and file handling (tests/test_train.py: kills, locks, resume, damaged files)
+#: runs in the main run only; Colab's TensorFlow and Keras train there through the notebooks and
+#: tests/test_colab_runtime.py (the gpu profile's mixed precision and XLA). CI has 30 minutes.
 COLAB_TESTS = (
     "tests/test_colab_runtime.py",
     "tests/test_browser.py",
@@ -96,21 +100,6 @@ COLAB_TESTS = (
     "tests/test_notebooks.py",
     "tests/test_model.py",
     "tests/test_losses.py",
-    "tests/test_train.py",
-)
-#: tests of tools/colab_check.py's set left out there: they check this project's own process and
-#: file handling (subprocess kills, locks, damaged files, the command line), which the main run
-#: covers and Colab's versions do not change; they cost about 4 minutes of a 30-minute CI budget
-COLAB_DESELECT = (
-    "sigterm_mid_epoch",
-    "mirrored_strategy",
-    "cli_train_end_to_end",
-    "sized_from_measured_step_time",
-    "second_training_into_the_same_folder",
-    "leftover_temporary_checkpoints",
-    "damaged_or_foreign_checkpoint",
-    "command_line_can_overwrite",
-    "one_image_training_set",
 )
 PROJECT = "dagm-helpers"
 
@@ -223,7 +212,6 @@ def run_tests(venv_dir: Path, extra: list[str]) -> int:
     _pip(venv_dir, "install", "-q", "--no-deps", "-e", str(REPO))
     _pip(venv_dir, "check")
     cmd = [str(_python(venv_dir)), "-m", "pytest", "-p", "no:cacheprovider", "notebooks", *COLAB_TESTS]
-    cmd += ["-k", "not (" + " or ".join(COLAB_DESELECT) + ")"]
     print("+", " ".join([*cmd, *extra]), flush=True)
     return subprocess.run([*cmd, *extra], cwd=REPO).returncode
 
