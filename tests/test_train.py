@@ -451,9 +451,12 @@ def test_every_recipe_option_reaches_train_and_compare_alike(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- a schedule sized to the budget
-def test_budget_schedule_is_sized_from_measured_step_time_and_kept_on_resume(data, tmp_path):
+def test_budget_schedule_is_sized_from_measured_step_time_and_kept_on_resume(data, tmp_path, monkeypatch):
     """The cpu profile's schedule: steps per epoch from the step and validation times measured on
     this machine, recorded in config.json, and the same when the run resumes."""
+    # the cpu profile asks for XLA, which this process (oneDNN off) would honour: compiling every
+    # probe and the run with XLA took most of this test's time and is not what it checks
+    monkeypatch.setattr(train_mod.hooks, "training_jit", lambda requested, on_gpu: False)
     config = TrainConfig(
         out=tmp_path / "sized",
         data=str(data),
