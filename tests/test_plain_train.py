@@ -76,6 +76,19 @@ def test_tiles_cover_every_pixel_without_resampling():
     np.testing.assert_array_equal(small_mask[0, :20, :30], mask[:20, :30])
 
 
+def test_colour_images_are_converted_with_one_warning_for_the_whole_folder(tmp_path):
+    from dagm_helpers.data.images import ImageConversionWarning
+
+    root = make_own(tmp_path / "own", n=6)
+    for path in (root / "images").iterdir():  # every image becomes RGB
+        Image.open(path).convert("RGB").save(path)
+    with pytest.warns(ImageConversionWarning) as record:
+        images, _ = load_tiles(list(scan(root)), 64)
+    conversions = [w for w in record if issubclass(w.category, ImageConversionWarning)]
+    assert len(conversions) == 1 and str(conversions[0].message).startswith("6 of 6 images were converted")
+    assert images.dtype == np.uint8
+
+
 def test_load_tiles_reads_every_size(tmp_path):
     index = scan(make_own(tmp_path / "own", n=8))
     images, masks = load_tiles(list(index), 64)

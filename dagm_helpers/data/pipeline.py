@@ -105,8 +105,7 @@ def load_arrays(
     else:  # estimate from the first image's header (pad/none keep each image's own size)
         _check_cache_size(len(samples), *_header_size(samples[0]))
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pairs = list(pool.map(lambda s: load_sample(s, size=size, policy=policy), samples))
+    pairs = _decode_all(lambda s: load_sample(s, size=size, policy=policy), samples, workers)
     shapes = {p[0].shape for p in pairs}
     if len(shapes) > 1:
         raise DatasetError(
@@ -123,6 +122,34 @@ def load_arrays(
                 f"mask of {getattr(sample, 'image_path', sample)} has shape {mask.shape}, image {image.shape}"
             )
     return images, (masks > 0).astype(np.uint8)
+
+
+def _decode_all(fn: Any, samples: list[Any], workers: int) -> list[Any]:
+    """``fn`` over ``samples`` in a thread pool, with the per-file conversion warnings (colour to
+    grey, 16 to 8 bits) said once: one warning with the count and the first file's message. Any
+    other warning is passed on as it was raised."""
+    import warnings
+
+    from .images import ImageConversionWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(fn, samples))
+    converted = [w for w in caught if issubclass(w.category, ImageConversionWarning)]
+    for w in caught:
+        if not issubclass(w.category, ImageConversionWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if len(converted) == 1:
+        warnings.warn(converted[0].message, ImageConversionWarning, stacklevel=3)
+    elif converted:
+        warnings.warn(
+            f"{len(converted)} of {len(samples)} images were converted on reading, for example "
+            f"{converted[0].message}",
+            ImageConversionWarning,
+            stacklevel=3,
+        )
+    return results
 
 
 def tile_starts(length: int, size: int) -> list[int]:
@@ -179,8 +206,7 @@ def load_tiles(
         image, mask = load_sample(sample, size=size, policy="none")
         return cut_tiles(image, mask, size)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(one, samples))
+    parts = _decode_all(one, samples, workers)
     images = np.concatenate([p[0] for p in parts]).astype(np.uint8, copy=False)
     masks = np.concatenate([p[1] for p in parts])
     return images, (masks > 0).astype(np.uint8)
