@@ -655,7 +655,7 @@ def _image_files(folder: Path, what: str, problems: list[str]) -> dict[str, Path
     return by_stem
 
 
-def _header_size(path: Path) -> tuple[int, int]:
+def header_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
     from PIL import Image
 
@@ -701,7 +701,7 @@ def _scan_plain_folder(folder: Path, split: str, problems: list[str]) -> list[Sa
 
     def check(stem: str) -> tuple[str, int, int] | str:
         try:
-            iw, ih = _header_size(images[stem])
+            iw, ih = header_size(images[stem])
             if stem not in masks:
                 return stem, iw * ih, 0
             (mw, mh), defect = _count_mask(masks[stem])
@@ -880,6 +880,7 @@ __all__ = [
     "format_counts",
     "format_ellipse_labels",
     "format_labels_txt",
+    "header_size",
     "image_policy",
     "is_plain",
     "parse_ellipse_labels",

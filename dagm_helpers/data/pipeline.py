@@ -214,12 +214,11 @@ def load_tiles(
 
 def _header_size(sample: Any, multiple: int = 16) -> tuple[int, int]:
     """(height, width) of a sample's image from its file header (padded up to a multiple of 16)."""
-    from PIL import Image
+    from .layout import header_size
 
     try:
-        with Image.open(sample.image_path) as im:
-            width, height = im.size
-    except Exception:  # noqa: BLE001 - a broken file is reported properly by load_sample
+        width, height = header_size(sample.image_path)
+    except DatasetError:  # a broken file is reported properly by load_sample
         return (0, 0)
     return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
 
