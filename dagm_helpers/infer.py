@@ -807,7 +807,7 @@ def evaluate(
     class of image is present, ``tpr`` and the per-image means without defective images, ``tnr``
     without clean images.
     """
-    from .data.images import load_sample
+    from .data.images import conversions_said_once, load_sample
     from .data.pipeline import load_arrays
 
     _check_threshold(threshold)
@@ -819,18 +819,19 @@ def evaluate(
     acc = EvalAccumulator(threshold)
     runner = _Runner(model, batch_size, fast=fast)  # built once: a fast runtime converts the model
     bar = _progress(len(samples), "evaluate", progress)
-    try:
-        for chunk in _eval_chunks(samples, policy):
-            if policy == "none":  # each image at its own size (your own images), tiled where large
-                pairs = [load_sample(s, size=image_size, policy="none") for s in chunk]
-                images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-            else:
-                images, masks = load_arrays(chunk, size=image_size, policy=policy)
-            probs = _predict_items(runner, model, list(images), single=False)
-            acc.update(masks, probs, [bool(s.defective) for s in chunk])
-            bar.update(len(chunk))
-    finally:
-        bar.close()
+    with conversions_said_once(len(samples)):  # colour/16-bit images: said once, not per file
+        try:
+            for chunk in _eval_chunks(samples, policy):
+                if policy == "none":  # each image at its own size (your own images), tiled where large
+                    pairs = [load_sample(s, size=image_size, policy="none") for s in chunk]
+                    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+                else:
+                    images, masks = load_arrays(chunk, size=image_size, policy=policy)
+                probs = _predict_items(runner, model, list(images), single=False)
+                acc.update(masks, probs, [bool(s.defective) for s in chunk])
+                bar.update(len(chunk))
+        finally:
+            bar.close()
     result = acc.result()
     result["seconds"] = round(time.perf_counter() - start, 3)
     result["image_size"] = int(image_size) if policy != "none" else None
@@ -1105,6 +1106,8 @@ def predict_files(
     the first batch predicted when it is None; check its masks against float32 on your images
     first (``docs/performance.md``). Returns a :class:`PredictionSummary`.
     """
+    from .data.images import conversions_said_once
+
     _check_threshold(threshold)
     out = Path(out)
     files = _list_inputs(Path(input), out)
@@ -1128,17 +1131,19 @@ def predict_files(
         )
     rows: list[dict[str, Any]] = []
     bar = _progress(len(files), "predict", progress)
-    try:
-        for k in range(0, len(files), batch_size):
-            batch = list(zip(files[k : k + batch_size], stems[k : k + batch_size], strict=True))
-            for row in _predict_batch(runner, model, batch, out, threshold, min_side):
-                if row["status"] == "ok":
-                    row.update(runtime=runner.backend, precision=runner.precision)
-                rows.append(row)
-            _write_csv(out / PREDICTIONS_CSV, rows)
-            bar.update(len(batch))
-    finally:
-        bar.close()
+    # a folder of colour or 16-bit images: one conversion warning for all of them, not one per file
+    with conversions_said_once(len(files)):
+        try:
+            for k in range(0, len(files), batch_size):
+                batch = list(zip(files[k : k + batch_size], stems[k : k + batch_size], strict=True))
+                for row in _predict_batch(runner, model, batch, out, threshold, min_side):
+                    if row["status"] == "ok":
+                        row.update(runtime=runner.backend, precision=runner.precision)
+                    rows.append(row)
+                _write_csv(out / PREDICTIONS_CSV, rows)
+                bar.update(len(batch))
+        finally:
+            bar.close()
     done = sum(r["status"] == "ok" for r in rows)
     return PredictionSummary(out, done, len(rows) - done, runner.backend, runner.precision)
 

@@ -347,3 +347,28 @@ def test_a_defective_sample_with_an_empty_mask_is_said(tmp_path):
     with pytest.warns(DagmWarning, match=r"0001_label.PNG: the mask is empty although 0001.PNG is listed"):
         image, mask = load_sample(sample, policy="none")
     assert image.shape == mask.shape == (32, 32) and not mask.any()
+
+
+def test_conversions_are_said_once_per_block_across_threads_and_nested_blocks(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [_save(tmp_path / f"c{i}.png", np.full((8, 8, 3), i, np.uint8)) for i in range(5)]
+    grey = _save(tmp_path / "g.png", np.zeros((8, 8), np.uint8))
+    with pytest.warns(ImageConversionWarning) as record:
+        with images.conversions_said_once(6):
+            read_image(paths[0], policy="none")
+            with images.conversions_said_once(5):  # an inner block hands its messages outwards
+                with ThreadPoolExecutor(2) as pool:
+                    list(pool.map(lambda p: read_image(p, policy="none"), paths[1:] + [grey]))
+    said = [str(w.message) for w in record if issubclass(w.category, ImageConversionWarning)]
+    assert len(said) == 1 and said[0].startswith("5 of 6 images were converted on reading, for example ")
+    assert "c0.png" in said[0]
+    with pytest.warns(ImageConversionWarning) as record:  # one file: its own message
+        with images.conversions_said_once(3):
+            read_image(paths[1], policy="none")
+    assert [str(w.message).split(" (")[0] for w in record] == [
+        f"{paths[1]}: RGB image converted to 8-bit grey"
+    ]
+    assert images._gathering == []  # every block closed, also after the inner one
+    with pytest.warns(ImageConversionWarning, match="c2.png"):  # outside a block: per file again
+        read_image(paths[2], policy="none")

@@ -206,3 +206,28 @@ def test_export_serves_any_size_with_the_runs_threshold(own_run, tmp_path):
     np.testing.assert_allclose(np.asarray(served.serve(x)), np.asarray(expected), atol=1e-5)
     again = _cli("export", "--model", str(out / "model.keras"), "--out", str(tmp_path / "exported"))
     assert again.returncode == 2 and "not an empty folder" in again.stderr
+
+
+def test_evaluate_and_predict_say_a_colour_folder_once(own_run, tmp_path):
+    import shutil
+
+    from dagm_helpers.data.images import ImageConversionWarning
+    from dagm_helpers.infer import evaluate, predict_files
+
+    data, out, _ = own_run
+    rgb = tmp_path / "rgb"
+    shutil.copytree(data, rgb)
+    for path in (rgb / "images").iterdir():
+        Image.open(path).convert("RGB").save(path)
+    test = list(scan(rgb).filter(split="Test"))
+    with pytest.warns(ImageConversionWarning) as record:
+        result = evaluate(out / "model.keras", test, policy="none", fast=False)
+    said = [str(w.message) for w in record if issubclass(w.category, ImageConversionWarning)]
+    assert len(said) == 1 and said[0].startswith(f"{len(test)} of {len(test)} images were converted")
+    assert result["images"] == len(test)
+    n = len(list((rgb / "images").iterdir()))
+    with pytest.warns(ImageConversionWarning) as record:
+        summary = predict_files(out / "model.keras", rgb / "images", tmp_path / "pred", fast=False)
+    said = [str(w.message) for w in record if issubclass(w.category, ImageConversionWarning)]
+    assert len(said) == 1 and said[0].startswith(f"{n} of {n} images were converted")
+    assert summary.done == n

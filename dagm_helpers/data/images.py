@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +93,46 @@ def _open(path: str | Path) -> tuple[Path, Image.Image]:
     return path, im
 
 
+_gathering: list[list[str]] = []  # open conversions_said_once blocks, innermost last
+_gathering_lock = threading.Lock()
+
+
 def _warn(path: Path, what: str) -> None:
-    warnings.warn(f"{path}: {what}", ImageConversionWarning, stacklevel=4)
+    message = f"{path}: {what}"
+    with _gathering_lock:
+        if _gathering:  # inside conversions_said_once: said once when the block ends
+            _gathering[-1].append(message)
+            return
+    warnings.warn(message, ImageConversionWarning, stacklevel=4)
+
+
+@contextlib.contextmanager
+def conversions_said_once(total: int | None = None, *, stacklevel: int = 3) -> Iterator[list[str]]:
+    """Within the block, the per-file conversion warnings (colour to grey, 16 to 8 bits) of every
+    thread are gathered and, when it ends, said as one :class:`ImageConversionWarning`: the file's
+    own message when one image was converted, else the count (of ``total`` when given) and the
+    first file's message. A folder of RGB photos says so once, not once per photo. Yields the
+    list of gathered messages."""
+    found: list[str] = []
+    with _gathering_lock:
+        _gathering.append(found)
+    try:
+        yield found
+    finally:
+        with _gathering_lock:
+            del _gathering[next(i for i, g in enumerate(_gathering) if g is found)]
+            outer = _gathering[-1] if _gathering else None
+        if outer is not None:  # nested (evaluate reading a chunk): the outermost block says them all
+            outer.extend(found)
+        elif len(found) == 1:
+            warnings.warn(found[0], ImageConversionWarning, stacklevel=stacklevel)
+        elif found:
+            of = f" of {total}" if total is not None else ""
+            warnings.warn(
+                f"{len(found)}{of} images were converted on reading, for example {found[0]}",
+                ImageConversionWarning,
+                stacklevel=stacklevel,
+            )
 
 
 def _gray_uint8(path: Path, im: Image.Image) -> np.ndarray:
@@ -292,6 +333,7 @@ __all__ = [
     "POLICIES",
     "DagmWarning",
     "ImageConversionWarning",
+    "conversions_said_once",
     "apply_policy",
     "ellipse_mask",
     "load_sample",

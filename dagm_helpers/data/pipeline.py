@@ -126,30 +126,12 @@ def load_arrays(
 
 def _decode_all(fn: Any, samples: list[Any], workers: int) -> list[Any]:
     """``fn`` over ``samples`` in a thread pool, with the per-file conversion warnings (colour to
-    grey, 16 to 8 bits) said once: one warning with the count and the first file's message. Any
-    other warning is passed on as it was raised."""
-    import warnings
+    grey, 16 to 8 bits) said once (:func:`~dagm_helpers.data.images.conversions_said_once`)."""
+    from .images import conversions_said_once
 
-    from .images import ImageConversionWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with conversions_said_once(len(samples), stacklevel=4):
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(fn, samples))
-    converted = [w for w in caught if issubclass(w.category, ImageConversionWarning)]
-    for w in caught:
-        if not issubclass(w.category, ImageConversionWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if len(converted) == 1:
-        warnings.warn(converted[0].message, ImageConversionWarning, stacklevel=3)
-    elif converted:
-        warnings.warn(
-            f"{len(converted)} of {len(samples)} images were converted on reading, for example "
-            f"{converted[0].message}",
-            ImageConversionWarning,
-            stacklevel=3,
-        )
-    return results
+            return list(pool.map(fn, samples))
 
 
 def tile_starts(length: int, size: int) -> list[int]:
