@@ -438,6 +438,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="batch normalisation in the U-Net (default: the profile's; the cpu profile uses it)",
     )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="image channels of the model: 1 (default; colour images are converted to grey) or 3 "
+        "(colour, for defects that show in colour; grey images are repeated into the three channels)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 

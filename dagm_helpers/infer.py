@@ -145,6 +145,8 @@ def _is_sigmoid(layer: Any) -> bool | None:
 
 
 def _check_model_fits(path: Path, model: Any) -> None:
+    from .data.images import CHANNELS
+
     try:
         in_shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else None
         out_shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else None
@@ -156,12 +158,12 @@ def _check_model_fits(path: Path, model: Any) -> None:
             "the model must have exactly one image input and one mask output",
             "use a model built by dagm_helpers.small_unet or with that interface",
         )
-    if len(in_shape) != 4 or in_shape[-1] != 1:
+    if len(in_shape) != 4 or in_shape[-1] not in CHANNELS:
         raise _model_error(
             path,
             f"the model's input has shape {in_shape}; this project needs (batch, height, width, 1): "
-            "one grey-level channel",
-            "retrain the model with input_channels=1 (DAGM images are grayscale)",
+            "one grey-level channel (or 3, colour)",
+            "retrain the model with input_channels=1 (DAGM images are grayscale) or 3",
         )
     if len(out_shape) != 4 or out_shape[-1] != 1:
         raise _model_error(
@@ -190,7 +192,7 @@ def _check_output_size(path: Path, model: Any, in_shape: tuple) -> None:
     h = int(in_shape[1]) if in_shape[1] is not None else 2 * m
     w = int(in_shape[2]) if in_shape[2] is not None else 3 * m
     try:
-        out = model(np.zeros((1, h, w, 1), np.float32), training=False)
+        out = model(np.zeros((1, h, w, int(in_shape[-1])), np.float32), training=False)
         got = tuple(int(d) for d in out.shape[1:3])
     except Exception as exc:  # noqa: BLE001 - a model that cannot take its own input size at all
         raise _model_error(
@@ -224,7 +226,8 @@ def export_model(
     model_path: str | os.PathLike[str], out: str | os.PathLike[str], threshold: float | None = None
 ) -> Path:
     """Export a saved model for serving without this package: a TensorFlow SavedModel in ``out``
-    (``serve`` takes ``float32 (batch, height, width, 1)`` grey levels 0..255, any height and width
+    (``serve`` takes ``float32 (batch, height, width, 1)`` grey levels 0..255 (``3``, RGB, for a colour
+    model), any height and width
     that are multiples of :func:`required_multiple`, and returns the defect probabilities of the
     same shape) and ``out/dagm_export.json`` with the threshold the training run chose on
     validation (:func:`model_threshold`), the multiple and those conventions.
@@ -243,7 +246,12 @@ def export_model(
     info = {
         "format": "tf_saved_model",
         "signature": "serve",
-        "input": "float32 (batch, height, width, 1), grey levels 0..255 (the model rescales inside)",
+        "input": (
+            "float32 (batch, height, width, 1), grey levels 0..255 (the model rescales inside)"
+            if model_channels(model) == 1
+            else "float32 (batch, height, width, 3), RGB levels 0..255 (the model rescales inside)"
+        ),
+        "channels": model_channels(model),
         "output": "float32 (batch, height, width, 1), defect probability per pixel",
         "size_multiple": m,
         "threshold": model_threshold(model_path, threshold),
@@ -351,6 +359,12 @@ def required_multiple(model: Any) -> int:
     return int(multiple(model))
 
 
+def model_channels(model: Any) -> int:
+    """The image channels ``model`` takes: 1 (grey; colour files are converted) or 3 (RGB; grey
+    files are repeated into the three channels)."""
+    return int(model.inputs[0].shape[-1])
+
+
 def _fixed_input_hw(model: Any) -> tuple[int, int] | None:
     shape = tuple(model.inputs[0].shape)
     h, w = shape[1], shape[2]
@@ -361,7 +375,7 @@ _PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """A cached compiled graph function ``x (B,H,W,1) float32 -> probabilities (B,H,W) float32``.
+    """A cached compiled graph function ``x (B,H,W,C) float32 -> probabilities (B,H,W) float32``.
 
     The function reaches the model through a weak reference: a cached value that held the model
     would keep its own key, and so the model, alive for the whole session.
@@ -376,7 +390,7 @@ def _predict_fn(model: Any) -> Callable[[np.ndarray], np.ndarray]:
             model_ref = weakref.ref(model)
 
             @tf.function(
-                input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)],
+                input_signature=[tf.TensorSpec([None, None, None, model_channels(model)], tf.float32)],
                 jit_compile=False,
                 reduce_retracing=True,
                 autograph=False,  # no Python control flow to convert; converting it logged a
@@ -402,7 +416,8 @@ def _ceil_to(n: int, m: int) -> int:
 
 
 def pad_to_multiple(img: np.ndarray, multiple: int) -> np.ndarray:
-    """``img`` (H, W) reflection-padded at the bottom and right to sides that are multiples of ``multiple``."""
+    """``img`` (H, W) or (H, W, C) reflection-padded at the bottom and right to sides that are
+    multiples of ``multiple``."""
     return _pad_to(img, (_ceil_to(img.shape[0], multiple), _ceil_to(img.shape[1], multiple)))
 
 
@@ -410,11 +425,19 @@ def _pad_to(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ph, pw = shape[0] - img.shape[0], shape[1] - img.shape[1]
     if ph == 0 and pw == 0:
         return img
-    return np.pad(img, ((0, ph), (0, pw)), mode="reflect" if min(img.shape) > 1 else "edge")
+    spec = ((0, ph), (0, pw)) + ((0, 0),) * (img.ndim - 2)
+    return np.pad(img, spec, mode="reflect" if min(img.shape[:2]) > 1 else "edge")
 
 
-def as_image_list(images: Any) -> tuple[list[np.ndarray], bool]:
-    """(list of 2-D arrays, single) from (H,W), (N,H,W), (N,H,W,1) arrays or a sequence of 2-D arrays."""
+def as_image_list(images: Any, channels: int = 1) -> tuple[list[np.ndarray], bool]:
+    """(list of images, single) from (H,W), (N,H,W), (N,H,W,1) arrays or a sequence of 2-D arrays.
+
+    With ``channels=3`` (a colour model) the images are (H,W,3): a single (H,W,3), an (N,H,W,3)
+    array or a sequence of (H,W,3) arrays; grey (H,W) images in a sequence are repeated into the
+    three channels.
+    """
+    if channels == 3:
+        return _as_colour_list(images)
     if isinstance(images, np.ndarray):
         arr = images
         if arr.ndim == 2:
@@ -434,6 +457,27 @@ def as_image_list(images: Any) -> tuple[list[np.ndarray], bool]:
             a = a[..., 0]
         if a.ndim != 2:
             raise ConfigError(f"image {i} has shape {a.shape}; expected a 2-D grayscale array (H, W)")
+        items.append(a)
+    return items, False
+
+
+def _as_colour_list(images: Any) -> tuple[list[np.ndarray], bool]:
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3 and images.shape[-1] == 3:
+            return [images], True
+        if images.ndim == 4 and images.shape[-1] == 3:
+            return list(images), False
+        raise ConfigError(
+            f"images have shape {images.shape}; this model takes colour images: (H, W, 3), (N, H, W, 3) or "
+            "a list of (H, W, 3) arrays (read files with dagm_helpers.data.images.read_image(path, channels=3))"
+        )
+    items = []
+    for i, img in enumerate(images):
+        a = np.asarray(img)
+        if a.ndim == 2:
+            a = np.repeat(a[:, :, None], 3, axis=2)
+        if a.ndim != 3 or a.shape[-1] != 3:
+            raise ConfigError(f"image {i} has shape {a.shape}; this model takes colour images (H, W, 3)")
         items.append(a)
     return items, False
 
@@ -470,7 +514,13 @@ class _Runner:
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        if predictor is None and (fast or precision != "f32"):
+        if predictor is None and precision != "f32" and model_channels(model) != 1:
+            raise ConfigError(
+                f"precision {precision!r} runs grey (one-channel) models only; this model takes "
+                f"{model_channels(model)} channels: use --precision f32"
+            )
+        if predictor is None and (fast or precision != "f32") and model_channels(model) == 1:
+            # the fast runtimes are built for grey models; a colour model runs on TensorFlow
             predictor = hooks.fast_runner(model, batch_size, precision, calibration)
             if predictor is None and precision != "f32":
                 raise ConfigError(
@@ -495,8 +545,8 @@ class _Runner:
         return max(1, min(self.batch_size, MAX_BATCH_PIXELS // (shape[0] * shape[1])))
 
     def run(self, arrays: list[np.ndarray]) -> np.ndarray:
-        x = np.stack(arrays).astype(np.float32, copy=False)[..., None]
-        return self.fn(x)
+        x = np.stack(arrays).astype(np.float32, copy=False)
+        return self.fn(x if x.ndim == 4 else x[..., None])
 
 
 def _tile_starts(n: int, tile: int, step: int) -> list[int]:
@@ -535,7 +585,7 @@ def _predict_tiled(
     runner: _Runner, img: np.ndarray, m: int, tile_hw: tuple[int, int], overlap: tuple[int, int]
 ) -> np.ndarray:
     """Probability map of one large image from overlapping tiles stitched by centre crop."""
-    h, w = img.shape
+    h, w = img.shape[:2]
     th, tw = tile_hw
     hp, wp = max(_ceil_to(h, m), th), max(_ceil_to(w, m), tw)
     padded = _pad_to(img, (hp, wp))
@@ -583,7 +633,7 @@ def predict_proba(
     ``predictor`` runs them through that object (see :class:`_Runner`).
     """
     model = _as_model(model)
-    items, single = as_image_list(images)
+    items, single = as_image_list(images, model_channels(model))
     if not items and isinstance(images, np.ndarray) and images.ndim >= 3:
         return np.zeros(images.shape[:3], np.float32)  # no images: (0, H, W), as given
     for i, img in enumerate(items):
@@ -622,11 +672,11 @@ def _predict_items(
 
     if fixed is not None:
         for img in items:
-            _check_fixed_tiles(img.shape, m, tile_hw, ov)
+            _check_fixed_tiles(img.shape[:2], m, tile_hw, ov)
     outputs: list[np.ndarray | None] = [None] * len(items)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, img in enumerate(items):
-        h, w = img.shape
+        h, w = img.shape[:2]
         shape = (_ceil_to(h, m), _ceil_to(w, m))
         if fixed is not None or shape[0] * shape[1] > max_untiled_pixels:
             outputs[i] = _predict_tiled(runner, img, m, tile_hw, ov)
@@ -638,7 +688,7 @@ def _predict_items(
             chunk = idxs[k : k + per]
             probs = runner.run([_pad_to(items[i], shape) for i in chunk])
             for i, p in zip(chunk, probs, strict=True):
-                h, w = items[i].shape
+                h, w = items[i].shape[:2]
                 outputs[i] = np.array(p[:h, :w], dtype=np.float32, copy=True)
     if single:
         return outputs[0]
@@ -817,16 +867,17 @@ def evaluate(
     if not samples:
         raise DatasetError("no samples to evaluate: check the data folder, the classes and the split")
     acc = EvalAccumulator(threshold)
+    channels = model_channels(model)
     runner = _Runner(model, batch_size, fast=fast)  # built once: a fast runtime converts the model
     bar = _progress(len(samples), "evaluate", progress)
     with conversions_said_once(len(samples)):  # colour/16-bit images: said once, not per file
         try:
             for chunk in _eval_chunks(samples, policy):
                 if policy == "none":  # each image at its own size (your own images), tiled where large
-                    pairs = [load_sample(s, size=image_size, policy="none") for s in chunk]
+                    pairs = [load_sample(s, size=image_size, policy="none", channels=channels) for s in chunk]
                     images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
                 else:
-                    images, masks = load_arrays(chunk, size=image_size, policy=policy)
+                    images, masks = load_arrays(chunk, size=image_size, policy=policy, channels=channels)
                 probs = _predict_items(runner, model, list(images), single=False)
                 acc.update(masks, probs, [bool(s.defective) for s in chunk])
                 bar.update(len(chunk))
@@ -1159,9 +1210,9 @@ def _predict_batch(
     good: list[tuple[Path, str, np.ndarray]] = []
     for path, stem in batch:
         try:
-            image = read_image(path, policy="none")
+            image = read_image(path, policy="none", channels=model_channels(model))
             _check_values(image, 0)
-            if min(image.shape) < min_side:
+            if min(image.shape[:2]) < min_side:
                 rows[path] = _skipped(
                     path,
                     f"too small to inspect ({image.shape[0]}x{image.shape[1]} pixels; this model needs at "
@@ -1211,7 +1262,7 @@ def _write_prediction(
 ) -> dict:
     from .viz import edge_overlay
 
-    if prob.shape != image.shape:
+    if prob.shape != image.shape[:2]:
         raise ValueError(f"the model returned {prob.shape} probabilities for a {image.shape} image")
     mask = prob >= threshold
     score = image_score(prob)

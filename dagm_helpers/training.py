@@ -287,11 +287,18 @@ def recipe_overrides(args: Any) -> dict:
     command line, as TrainConfig fields.
 
     Options left out are ``None`` (the profile decides); ``--batch-norm/--no-batch-norm``
-    becomes ``model={"batch_norm": ...}`` (``None`` when not given).
+    becomes ``model={"batch_norm": ...}`` and ``--channels 3`` ``model={"input_channels": 3}``
+    (``None`` when neither is given).
     """
     overrides = {option.name: getattr(args, option.name, None) for option in RECIPE_OPTIONS}
+    model = {}
     batch_norm = getattr(args, "batch_norm", None)
-    overrides["model"] = None if batch_norm is None else {"batch_norm": bool(batch_norm)}
+    if batch_norm is not None:
+        model["batch_norm"] = bool(batch_norm)
+    channels = getattr(args, "channels", None)
+    if channels is not None:
+        model["input_channels"] = int(channels)
+    overrides["model"] = model or None
     return overrides
 
 
@@ -618,6 +625,8 @@ class TrainingRun:
             )
         self.mixed_precision = self.precision != "float32"
         self.loss = losses_mod.get_loss(config.loss)
+        #: image channels the model takes: 1 (grey, the default) or 3 (colour, ``model={"input_channels": 3}``)
+        self.channels = int({**profile.model, **config.model}.get("input_channels", 1))
         self._load_arrays()
         self.train_options, self.cpu_choice, to_time = self._initial_choice()
         self.schedule: dict = _saved_schedule(self.out) if config.resume else {"sized_to_budget": False}
@@ -1049,17 +1058,18 @@ class TrainingRun:
         if image_policy(self.train_set) == "none":  # your own images: tiles at their own resolution
 
             def load(samples: Any) -> tuple[np.ndarray, np.ndarray]:
-                return load_tiles(list(samples), size)
+                return load_tiles(list(samples), size, channels=self.channels)
         else:  # DAGM: every image at the profile's size
 
             def load(samples: Any) -> tuple[np.ndarray, np.ndarray]:
-                return load_arrays(list(samples), size=size)
+                return load_arrays(list(samples), size=size, channels=self.channels)
 
         self.train_x, self.train_y = load(self.train_set)
         if len(self.val_set):
             self.val_x, self.val_y = load(self.val_set)
         else:
-            self.val_x = self.val_y = np.zeros((0, size, size), np.uint8)
+            self.val_y = np.zeros((0, size, size), np.uint8)
+            self.val_x = self.val_y if self.channels == 1 else np.zeros((0, size, size, 3), np.uint8)
 
     def settings(self) -> dict:
         """What ``config.json`` records: the resolved configuration, data and versions."""
@@ -1069,6 +1079,7 @@ class TrainingRun:
             "data_root": str(self.root),
             "images": {"train": len(self.train_set), "val": len(self.val_set), "test": len(self.test_set)},
             "tiles": {"train": len(self.train_x), "val": len(self.val_x)},
+            "channels": self.channels,
             "strategy": type(self.strategy).__name__,
             "replicas": self.replicas,
             "global_batch_size": self.batch_size,

@@ -52,12 +52,14 @@ def boundaries(mask: np.ndarray) -> np.ndarray:
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
-    """A 2-D uint8 grayscale image as (H, W, 3) uint8 RGB."""
+    """A 2-D uint8 grayscale image as (H, W, 3) uint8 RGB (a colour image is copied as it is)."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[-1] == 3:
+        return image.copy()
     return np.repeat(image[..., None], 3, axis=-1)
 
 

@@ -65,9 +65,14 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
     files["custom"] = d / "custom.keras"
     keras.Model(inp, out).save(files["custom"])
 
+    inp = keras.Input((None, None, 2))
+    out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp)
+    files["two_channel"] = d / "two_channel.keras"
+    keras.Model(inp, out).save(files["two_channel"])
+
     inp = keras.Input((None, None, 3))
     out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp)
-    files["rgb"] = d / "rgb.keras"
+    files["rgb"] = d / "rgb.keras"  # a colour model (train --channels 3): accepted
     keras.Model(inp, out).save(files["rgb"])
 
     inp = keras.Input((None, None, 1))
@@ -136,7 +141,7 @@ def test_load_model_unknown_custom_layer(model_files):
 @pytest.mark.parametrize(
     "kind, pattern",
     [
-        ("rgb", r"input has shape \(None, None, None, 3\).*one grey-level channel"),
+        ("two_channel", r"input has shape \(None, None, None, 2\).*one grey-level channel \(or 3, colour\)"),
         ("two_class", r"output has shape \(None, None, None, 2\)"),
         ("relu", r"activation 'relu', not sigmoid"),
     ],
@@ -145,6 +150,10 @@ def test_load_model_refuses_models_that_do_not_fit(model_files, kind, pattern):
     with pytest.raises(ModelFileError, match=pattern) as err:
         infer.load_model(model_files[kind])
     assert model_files[kind].name in str(err.value)
+
+
+def test_load_model_takes_a_colour_model(model_files):
+    assert infer.model_channels(infer.load_model(model_files["rgb"])) == 3
 
 
 # ----------------------------------------------------------------------------- predict_proba

@@ -34,6 +34,8 @@ MAX_PIXELS = 64 * 1024 * 1024
 #: The "pad" policy pads height and width up to a multiple of this (2**depth of the U-Net).
 PAD_MULTIPLE = 16
 POLICIES: tuple[str, ...] = ("resize", "pad", "none")
+#: Image channels a model can take: 1 (grey, the default; colour is converted) or 3 (RGB, when asked).
+CHANNELS: tuple[int, ...] = (1, 3)
 
 _BAD_FILE = "the file is empty, truncated or not an image (PNG expected); re-download or re-export it"
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -170,10 +172,47 @@ def _gray_uint8(path: Path, im: Image.Image) -> np.ndarray:
     return np.array(grey, dtype=np.uint8)
 
 
-def _read_gray(path: str | Path) -> np.ndarray:
+_COLOUR_AS_IS = ("RGB",)
+_COLOUR_ALPHA = ("RGBA", "RGBa", "RGBX")
+
+
+def _colour_uint8(path: Path, im: Image.Image) -> np.ndarray:
+    """The decoded image as ``(H, W, 3)`` uint8 RGB, for a model with three input channels: RGB as
+    it is, palette images by their colours, transparency dropped (said), other colour spaces
+    converted (said), grey images repeated into the three channels (said)."""
+    mode = im.mode
+    if mode in _COLOUR_AS_IS or mode == "P":
+        return np.array(im.convert("RGB") if mode == "P" else im, dtype=np.uint8)
+    if mode in _COLOUR_ALPHA:
+        if mode != "RGBX":
+            _warn(path, f"{mode} image: transparency dropped, colour channels kept")
+        return np.array(im.convert("RGB"), dtype=np.uint8)
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        try:
+            rgb = im.convert("RGB")
+        except (ValueError, OSError) as exc:
+            raise ImageFileError(
+                f"{path}: image mode {mode} cannot be converted to RGB ({exc}); re-export it as 8-bit RGB PNG"
+            ) from None
+        _warn(path, f"{mode} image converted to 8-bit RGB")
+        return np.array(rgb, dtype=np.uint8)
+    grey = _gray_uint8(path, im)  # 16-bit and float grey are scaled (and said) there
+    _warn(path, f"{mode} grey image repeated into the three channels of a colour model")
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in CHANNELS:
+        raise ConfigError(
+            f"channels must be 1 (grey, DAGM and most inspection cameras) or 3 (colour), got {channels!r}"
+        )
+
+
+def _read_pixels(path: str | Path, channels: int = 1) -> np.ndarray:
+    """``(H, W)`` uint8 grey, or ``(H, W, 3)`` uint8 RGB with ``channels=3``."""
     path, im = _open(path)
     with im:
-        return _gray_uint8(path, im)
+        return _colour_uint8(path, im) if channels == 3 else _gray_uint8(path, im)
 
 
 def _read_binary(path: str | Path) -> np.ndarray:
@@ -219,7 +258,8 @@ def _check_policy(size: int, policy: str) -> None:
 def apply_policy(
     array: np.ndarray, size: int = 512, policy: str = "resize", *, mask: bool = False
 ) -> np.ndarray:
-    """Bring a 2-D uint8 image (or 0/1 mask, ``mask=True``) to the size the policy asks for.
+    """Bring a 2-D uint8 image (or 0/1 mask, ``mask=True``; or an ``(H, W, 3)`` colour image) to the
+    size the policy asks for.
 
     ``"resize"``: to ``size x size``, bilinear for images, nearest neighbour for masks
     (then re-binarised); ``"pad"``: reflect the bottom and right edges up to the next
@@ -230,26 +270,28 @@ def apply_policy(
     if policy == "none":
         return array
     if policy == "resize":
-        if array.shape == (size, size):
+        if array.shape[:2] == (size, size):
             return array
         resample = Image.Resampling.NEAREST if mask else Image.Resampling.BILINEAR
         out = np.asarray(
             Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).resize((size, size), resample)
         )
         return (out > 0).astype(np.uint8) if mask else out.copy()
-    height, width = array.shape
+    height, width = array.shape[:2]
     pad_h, pad_w = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
     if not pad_h and not pad_w:
         return array
     mode = "reflect" if min(height, width) > 1 else "edge"
-    return np.pad(array, ((0, pad_h), (0, pad_w)), mode=mode)
+    return np.pad(array, ((0, pad_h), (0, pad_w)) + ((0, 0),) * (array.ndim - 2), mode=mode)
 
 
 # ----------------------------------------------------------------------------- public API
-def read_image(path: str | Path, size: int = 512, policy: str = "resize") -> np.ndarray:
-    """Read an image file as 2-D uint8 grey and apply the size policy."""
+def read_image(path: str | Path, size: int = 512, policy: str = "resize", channels: int = 1) -> np.ndarray:
+    """Read an image file as 2-D uint8 grey (``channels=3``: ``(H, W, 3)`` uint8 RGB, for a model
+    with three input channels) and apply the size policy."""
     _check_policy(size, policy)
-    return apply_policy(_read_gray(path), size, policy)
+    _check_channels(channels)
+    return apply_policy(_read_pixels(path, channels), size, policy)
 
 
 def read_mask(
@@ -293,20 +335,23 @@ def ellipse_mask(shape: tuple[int, int], ellipse: Ellipse) -> np.ndarray:
     return out
 
 
-def load_sample(sample: Sample, size: int = 512, policy: str = "resize") -> tuple[np.ndarray, np.ndarray]:
+def load_sample(
+    sample: Sample, size: int = 512, policy: str = "resize", channels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8, mask uint8 0/1) of one sample, both brought to size by the policy.
 
-    The mask is all zeros for a defect-free image, read from its file (and checked
-    against the image's size) for the official release, and drawn from the ellipse at
-    the original size for the development set.
+    The image is 2-D grey, or ``(H, W, 3)`` RGB with ``channels=3``; the mask is 2-D. It is all
+    zeros for a defect-free image, read from its file (and checked against the image's size) for
+    the official release, and drawn from the ellipse at the original size for the development set.
     """
     _check_policy(size, policy)
-    image = _read_gray(sample.image_path)
+    _check_channels(channels)
+    image = _read_pixels(sample.image_path, channels)
     if sample.ellipse is not None:
-        mask = ellipse_mask(image.shape, sample.ellipse)
+        mask = ellipse_mask(image.shape[:2], sample.ellipse)
     elif sample.mask_path is not None:
         mask = read_mask(
-            sample.mask_path, policy="none", expect_shape=image.shape, image_path=sample.image_path
+            sample.mask_path, policy="none", expect_shape=image.shape[:2], image_path=sample.image_path
         )
         if sample.defective and not mask.any():
             warnings.warn(
@@ -323,11 +368,12 @@ def load_sample(sample: Sample, size: int = 512, policy: str = "resize") -> tupl
         )
     else:
         out = apply_policy(image, size, policy)
-        return out, np.zeros(out.shape, dtype=np.uint8)
+        return out, np.zeros(out.shape[:2], dtype=np.uint8)
     return apply_policy(image, size, policy), apply_policy(mask, size, policy, mask=True)
 
 
 __all__ = [
+    "CHANNELS",
     "MAX_PIXELS",
     "PAD_MULTIPLE",
     "POLICIES",

@@ -70,13 +70,13 @@ def cache_limit_bytes() -> int:
     return int(total * CACHE_RAM_FRACTION)
 
 
-def cache_bytes(n: int, height: int, width: int) -> int:
+def cache_bytes(n: int, height: int, width: int, channels: int = 1) -> int:
     """Bytes the decoded cache needs for ``n`` images of ``height x width`` (image + mask, uint8)."""
-    return int(n) * int(height) * int(width) * 2
+    return int(n) * int(height) * int(width) * (int(channels) + 1)
 
 
-def _check_cache_size(n: int, height: int, width: int) -> None:
-    need, limit = cache_bytes(n, height, width), cache_limit_bytes()
+def _check_cache_size(n: int, height: int, width: int, channels: int = 1) -> None:
+    need, limit = cache_bytes(n, height, width, channels), cache_limit_bytes()
     if need > limit:
         raise DatasetError(
             f"the selection of {n} images at {height}x{width} needs {need / 1024**3:.2f} GB of memory for "
@@ -86,9 +86,14 @@ def _check_cache_size(n: int, height: int, width: int) -> None:
 
 
 def load_arrays(
-    samples: Sequence[Any], size: int | None = 512, policy: str = "resize", workers: int | None = None
+    samples: Sequence[Any],
+    size: int | None = 512,
+    policy: str = "resize",
+    workers: int | None = None,
+    channels: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``samples`` into ``(images uint8 (N, H, W), masks uint8 (N, H, W) of 0/1)``.
+    """Decode ``samples`` into ``(images uint8 (N, H, W), masks uint8 (N, H, W) of 0/1)``; with
+    ``channels=3`` the images are RGB, ``(N, H, W, 3)``.
 
     Uses :func:`dagm_helpers.data.images.load_sample` in a thread pool (PNG decoding
     releases the GIL). All images must come out the same size, which ``policy="resize"``
@@ -101,23 +106,25 @@ def load_arrays(
     if not samples:
         raise DatasetError("no samples selected: check the data folder, --classes and the split")
     if policy == "resize" and size:
-        _check_cache_size(len(samples), int(size), int(size))
+        _check_cache_size(len(samples), int(size), int(size), channels)
     else:  # estimate from the first image's header (pad/none keep each image's own size)
-        _check_cache_size(len(samples), *_header_size(samples[0]))
+        _check_cache_size(len(samples), *_header_size(samples[0]), channels)
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    pairs = _decode_all(lambda s: load_sample(s, size=size, policy=policy), samples, workers)
+    pairs = _decode_all(
+        lambda s: load_sample(s, size=size, policy=policy, channels=channels), samples, workers
+    )
     shapes = {p[0].shape for p in pairs}
     if len(shapes) > 1:
         raise DatasetError(
             f"images of different sizes {sorted(shapes)} cannot be stacked into one array; "
             f"load them with policy='resize' (or pad them to one size)"
         )
-    (h, w) = shapes.pop()
-    _check_cache_size(len(pairs), h, w)
+    (h, w) = shapes.pop()[:2]
+    _check_cache_size(len(pairs), h, w, channels)
     images = np.stack([p[0] for p in pairs]).astype(np.uint8, copy=False)
     masks = np.stack([p[1] for p in pairs]).astype(np.uint8, copy=False)
     for sample, (image, mask) in zip(samples, pairs, strict=True):
-        if mask.shape != image.shape:  # load_sample should already refuse this
+        if mask.shape != image.shape[:2]:  # load_sample should already refuse this
             raise DatasetError(
                 f"mask of {getattr(sample, 'image_path', sample)} has shape {mask.shape}, image {image.shape}"
             )
@@ -145,19 +152,20 @@ def tile_starts(length: int, size: int) -> list[int]:
 
 
 def cut_tiles(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(tiles (T, size, size), mask tiles)`` that cover a 2-D image at its own resolution.
+    """``(tiles (T, size, size), mask tiles)`` that cover a 2-D image (or an ``(H, W, 3)`` colour
+    one: tiles ``(T, size, size, 3)``) at its own resolution.
 
     A side shorter than ``size`` is first mirrored out to ``size`` (the mask alike, so labels
     follow the mirrored pixels); a longer one is covered by windows whose last one ends flush
     with the image, so every pixel is in a tile and no pixel is resampled.
     """
-    height, width = image.shape
+    height, width = image.shape[:2]
     pad_h, pad_w = max(0, size - height), max(0, size - width)
     if pad_h or pad_w:
         mode = "reflect" if min(height, width) > 1 else "edge"
-        image = np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
+        image = np.pad(image, ((0, pad_h), (0, pad_w)) + ((0, 0),) * (image.ndim - 2), mode=mode)
         mask = np.pad(mask, ((0, pad_h), (0, pad_w)), mode=mode)
-        height, width = image.shape
+        height, width = image.shape[:2]
     tops, lefts = tile_starts(height, size), tile_starts(width, size)
     images = np.stack([image[t : t + size, x : x + size] for t in tops for x in lefts])
     masks = np.stack([mask[t : t + size, x : x + size] for t in tops for x in lefts])
@@ -165,7 +173,7 @@ def cut_tiles(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarra
 
 
 def load_tiles(
-    samples: Sequence[Any], size: int, workers: int | None = None
+    samples: Sequence[Any], size: int, workers: int | None = None, channels: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`load_arrays`, for images of any sizes: each is read at its own resolution and
     cut into ``size x size`` tiles (:func:`cut_tiles`), so the result is ``(T, size, size)``
@@ -181,11 +189,11 @@ def load_tiles(
     for sample in samples:
         height, width = _header_size(sample, multiple=1)
         tiles += len(tile_starts(max(height, size), size)) * len(tile_starts(max(width, size), size))
-    _check_cache_size(tiles, size, size)
+    _check_cache_size(tiles, size, size, channels)
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
 
     def one(sample: Any) -> tuple[np.ndarray, np.ndarray]:
-        image, mask = load_sample(sample, size=size, policy="none")
+        image, mask = load_sample(sample, size=size, policy="none", channels=channels)
         return cut_tiles(image, mask, size)
 
     parts = _decode_all(one, samples, workers)
@@ -228,12 +236,14 @@ def make_dataset(
     steps_per_epoch: int | None = None,
     start_epoch: int = 0,
     drop_remainder: bool | None = None,
+    channels: int = 1,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(x, y)`` batches for ``samples``; see :func:`dataset_from_arrays`.
 
-    The images are decoded once into memory (:func:`load_arrays`) at ``image_size``.
+    The images are decoded once into memory (:func:`load_arrays`) at ``image_size``, grey (or RGB
+    with ``channels=3``).
     """
-    images, masks = load_arrays(samples, size=image_size, policy=policy)
+    images, masks = load_arrays(samples, size=image_size, policy=policy, channels=channels)
     return dataset_from_arrays(
         images,
         masks,
@@ -269,7 +279,9 @@ def dataset_from_arrays(
     start_epoch: int = 0,
     drop_remainder: bool | None = None,
 ) -> tf.data.Dataset:
-    """Batches of ``(x float32 (B,H,W,1) 0..255, y float32 (B,H,W,1) 0/1)`` from in-memory arrays.
+    """Batches of ``(x float32 (B,H,W,1) 0..255, y float32 (B,H,W,1) 0/1)`` from in-memory arrays:
+    ``images`` uint8 ``(N, H, W)`` (or ``(N, H, W, 3)`` colour: x is then ``(B, H, W, 3)``) and
+    ``masks`` ``(N, H, W)``.
 
     * ``crop_size``: random ``crop_size`` squares instead of whole images; a share
       ``defect_crop_fraction`` of the crops from *defective* images is placed so that a
@@ -297,7 +309,8 @@ def dataset_from_arrays(
     crop_size = _check_dataset_args(
         images, masks, batch_size, crop_size, defect_crop_fraction, defective_share, shuffle
     )
-    n, height, width = images.shape
+    n, height, width = images.shape[:3]
+    channels = images.shape[3] if images.ndim == 4 else 1
     out_h, out_w = (crop_size, crop_size) if crop_size is not None else (height, width)
     drop = repeat if drop_remainder is None else drop_remainder
     if repeat:
@@ -335,7 +348,9 @@ def dataset_from_arrays(
     def element(epoch, position, index):
         key = tf.stack([seed_t, epoch * _EPOCH_STRIDE + position])
         seeds = tf.random.experimental.stateless_split(key, num=8)
-        pair = tf.stack([tf.gather(img_t, index), tf.gather(mask_t, index)], axis=-1)  # (H, W, 2) uint8
+        image = tf.gather(img_t, index)
+        image = image if channels > 1 else image[..., None]
+        pair = tf.concat([image, tf.gather(mask_t, index)[..., None]], axis=-1)  # (H, W, C + 1) uint8
         if crop_size is not None:
             pair = _crop(pair, defective_t[index], seeds, crop_size, defect_crop_fraction, height, width)
         # float32 before the flips and turns (exact for 0-255): oneDNN's transpose, used when it is
@@ -343,7 +358,7 @@ def dataset_from_arrays(
         pair = tf.cast(pair, tf.float32)
         if augment:
             pair = _flip_and_turn(pair, seeds, square, out_h, out_w)
-        x, y = pair[..., :1], pair[..., 1:]
+        x, y = pair[..., :channels], pair[..., channels:]
         if intensity_jitter:
             x = _jitter(x, seeds)
         return x, y
@@ -367,11 +382,13 @@ def _check_dataset_args(
     shuffle: bool,
 ) -> int | None:
     """Refuse what :func:`dataset_from_arrays` cannot do; return the crop size (None: full images)."""
-    if images.ndim != 3 or masks.shape != images.shape:
+    colour = images.ndim == 4 and images.shape[-1] == 3
+    if not (images.ndim == 3 or colour) or masks.shape != images.shape[:3]:
         raise DatasetError(
-            f"images and masks must be arrays of the same shape (N, H, W), got {images.shape} and {masks.shape}"
+            "images and masks must be arrays of the same shape (N, H, W) (images may be (N, H, W, 3)), "
+            f"got {images.shape} and {masks.shape}"
         )
-    n, height, width = images.shape
+    n, height, width = images.shape[:3]
     if n == 0:
         raise DatasetError(
             "no images to build a dataset from: check the data folder, --classes and the split"
@@ -401,7 +418,7 @@ def _flip_and_turn(pair, seeds, square: bool, out_h: int, out_w: int):
     turns = tf.random.stateless_uniform([], seed=seeds[5], minval=0, maxval=4, dtype=tf.int32)
     if not square:
         turns = 2 * (turns // 2)
-    return tf.ensure_shape(tf.image.rot90(pair, k=turns), [out_h, out_w, 2])
+    return tf.ensure_shape(tf.image.rot90(pair, k=turns), [out_h, out_w, pair.shape[-1]])
 
 
 def _jitter(x, seeds):
@@ -417,7 +434,8 @@ def _jitter(x, seeds):
 
 
 def _crop(pair, defective, seeds, crop: int, fraction: float, height: int, width: int):
-    """A ``crop x crop`` window of ``pair`` (H, W, 2): uniform, or around a random defect pixel."""
+    """A ``crop x crop`` window of ``pair`` (H, W, C + 1; the mask last): uniform, or around a random
+    defect pixel."""
     import tensorflow as tf
 
     top = tf.random.stateless_uniform([], seed=seeds[0], minval=0, maxval=height - crop + 1, dtype=tf.int32)
@@ -426,7 +444,7 @@ def _crop(pair, defective, seeds, crop: int, fraction: float, height: int, width
         use_defect = tf.logical_and(defective, tf.random.stateless_uniform([], seed=seeds[2]) < fraction)
 
         def around_defect():
-            coords = tf.cast(tf.where(pair[..., 1] > 0), tf.int32)  # (K, 2), K > 0 for defective images
+            coords = tf.cast(tf.where(pair[..., -1] > 0), tf.int32)  # (K, 2), K > 0 for defective images
             sub = tf.random.experimental.stateless_split(seeds[3], num=3)
             k = tf.random.stateless_uniform(
                 [], seed=sub[0], minval=0, maxval=tf.shape(coords)[0], dtype=tf.int32
@@ -443,8 +461,9 @@ def _crop(pair, defective, seeds, crop: int, fraction: float, height: int, width
             )
 
         top, left = tf.cond(use_defect, around_defect, lambda: (top, left))
-    window = tf.slice(pair, tf.stack([top, left, 0]), [crop, crop, 2])
-    return tf.ensure_shape(window, [crop, crop, 2])
+    depth = pair.shape[-1]
+    window = tf.slice(pair, tf.stack([top, left, 0]), [crop, crop, depth])
+    return tf.ensure_shape(window, [crop, crop, depth])
 
 
 def dataset_memory_note(n: int, size: int) -> str:
