@@ -43,3 +43,19 @@ def pytest_collection_modifyitems(session, config, items):
     report = os.environ.get(ATTACH_REPORT_ENV)
     if report:
         Path(report).write_text(json.dumps(attached))
+    _group_for_xdist(config, items)
+
+
+def _group_for_xdist(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the README's test command): every test file
+    runs whole in one worker (its module fixtures are built once), and the notebooks run in one
+    worker, in order, because notebook 5 reads the runs notebooks 3 and 4 wrote (each worker has
+    its own DAGM_HOME and DAGM_RUNS, set above)."""
+    import pytest
+
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        path = str(item.path)
+        group = "notebooks" if path.endswith(".ipynb") else path
+        item.add_marker(pytest.mark.xdist_group(group))

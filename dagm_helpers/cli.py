@@ -178,7 +178,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .speed.bench import run_benchmark
 
-    result = run_benchmark(quick=args.quick, baseline_minutes=args.baseline_minutes)
+    result = run_benchmark(
+        quick=args.quick,
+        baseline_minutes=args.baseline_minutes,
+        data=getattr(args, "data", None),
+        classes=getattr(args, "classes", None),
+    )
     if args.json:
         print(json.dumps(result))
     else:
@@ -407,6 +412,14 @@ def _tool_commands(sub: Any) -> None:
             " left of the full run's 30 minutes; 60 lets it run long enough for a 10x lower bound,"
             " about 50 minutes in all on 2 cores)"
         ),
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="measure time to quality on this DAGM folder (for example real DAGM) instead of the generator",
+    )
+    p.add_argument(
+        "--classes", type=int, nargs="+", default=None, metavar="N", help="the classes of --data to use"
     )
     p.set_defaults(func=cmd_bench)
 

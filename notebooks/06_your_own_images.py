@@ -30,6 +30,9 @@
 #
 # * **Images as the camera gives them**: PNG, JPEG, BMP or TIFF, any size (also not square, up to
 #   64 megapixels), 8 or 16 bit, grey or colour (colour becomes grey, said in one warning per folder).
+#   If your defects differ from the surface in colour rather than brightness (rust, stains),
+#   train a colour model instead: `train --channels 3`, or `model={"input_channels": 3}` in the
+#   `run_config(...)` call below.
 # * **Defective and clean images.** Segmentation learns from the defective ones: start with a few
 #   dozen defective images (more kinds of defect need more) and at least as many clean ones, from
 #   the same line and lighting. The clean images teach the model what *not* to flag.

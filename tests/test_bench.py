@@ -35,11 +35,24 @@ REQUIRED = {
 }
 
 
+#: the quick bench measures time to quality on a DAGM folder the test writes (bench --data, as on
+#: real DAGM), of a class the smoke profile would not choose by itself (--classes)
+QUICK_CLASS = 3
+
+
 @pytest.fixture(scope="module")
-def quick_result(tmp_path_factory):
+def quick_data(tmp_path_factory) -> Path:
+    from _train_child import make_tiny_dagm
+
+    return make_tiny_dagm(tmp_path_factory.mktemp("bench-data") / "dagm", size=128, class_id=QUICK_CLASS)
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory, quick_data):
     env = dict(os.environ, DAGM_HOME=str(tmp_path_factory.mktemp("bench-home")), TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
-        [sys.executable, "-m", "dagm_helpers", "bench", "--quick", "--json"],
+        [sys.executable, "-m", "dagm_helpers", "bench", "--quick", "--json", "--data", str(quick_data)]
+        + ["--classes", str(QUICK_CLASS)],
         capture_output=True,
         text=True,
         env=env,
@@ -55,6 +68,24 @@ def test_quick_bench_has_every_key(quick_result):
     missing = REQUIRED - set(quick_result)
     assert not missing, f"missing keys: {sorted(missing)}"
     assert quick_result["quick"] is True
+
+
+def test_quick_bench_measured_time_to_quality_on_the_given_data(quick_result, quick_data):
+    assert quick_result["time_to_quality_data"] == str(quick_data.resolve())
+    assert quick_result["time_to_quality_classes"] == [QUICK_CLASS]
+
+
+def test_bench_data_without_defective_images_is_refused_before_any_work(tmp_path, capsys):
+    from _train_child import make_tiny_dagm
+
+    from dagm_helpers.cli import main
+
+    root = make_tiny_dagm(tmp_path / "dagm", n_train=4, n_test=2, class_id=2)
+    assert main(["bench", "--data", str(root), "--classes", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "no defective Train images of class(es) 5" in err[-1]
+    assert main(["bench", "--data", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_quick_bench_values_in_range(quick_result):

@@ -39,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -500,8 +500,11 @@ class _QualityStop:
         return Stop()
 
 
-def fast_time_to_quality(work: str, profile_name: str, budget_s: float, overrides: dict) -> dict:
-    """Train with a profile via :func:`dagm_helpers.training.train` until the quality is reached.
+def fast_time_to_quality(
+    work: str, profile_name: str, budget_s: float, overrides: dict, data: str = "synthetic"
+) -> dict:
+    """Train with a profile via :func:`dagm_helpers.training.train` until the quality is reached,
+    on ``data`` (the generator, or a DAGM folder: ``bench --data DIR --classes N``).
 
     Meant for a process of its own started with oneDNN on (:func:`_in_child`), as the command line
     and the notebooks train: JSON in and out. ``model_path`` is the run's best checkpoint, for the
@@ -513,7 +516,7 @@ def fast_time_to_quality(work: str, profile_name: str, budget_s: float, override
     out = Path(work) / f"ttq-{profile_name}"
     config = TrainConfig(
         out=out,
-        data="synthetic",
+        data=data,
         profile=profile_name,
         max_minutes=budget_s / 60.0,
         evaluate_test=False,
@@ -877,12 +880,37 @@ def tutorial_measurements(
     return result
 
 
+def _check_bench_data(root: Path, classes: Sequence[int]) -> None:
+    """Refuse, before any measurement, a ``--data`` folder the time-to-quality runs cannot use: it
+    needs Train images with defects (to train and validate on) and defective Test images (for the
+    inference comparison) of the chosen classes."""
+    from ..data import resolve_data
+    from ..data.layout import scan
+    from ..errors import DatasetError
+
+    index = scan(resolve_data(root))
+    for split in ("Train", "Test"):
+        if not any(s.defective for s in index.filter(classes=classes, split=split)):
+            raise DatasetError(
+                f"{root}: no defective {split} images of class(es) {', '.join(map(str, classes))}; bench "
+                "--data needs a DAGM folder whose classes have defective Train and Test images (choose them "
+                "with --classes N)"
+            )
+
+
 def run_benchmark(
     quick: bool = False,
     work_dir: str | os.PathLike[str] | None = None,
     baseline_minutes: float | None = None,
+    data: str | os.PathLike[str] | None = None,
+    classes: Sequence[int] | None = None,
 ) -> dict:
     """Measure everything in the module docstring; ``quick`` for rough numbers in about a minute.
+
+    ``data`` (a DAGM folder, e.g. real DAGM) and ``classes``: the time-to-quality runs, the
+    inference images and the tutorial recipe's run use them instead of the generator's classes
+    (``time_to_quality_data`` and ``time_to_quality_classes`` say which). The throughput
+    measurements use random images of the same shapes either way.
 
     This process only orchestrates: every measurement runs in a process of its own, the fast
     path's with oneDNN switched on (:func:`_fast_path_env`) and the tutorial's in TensorFlow's
@@ -899,6 +927,11 @@ def run_benchmark(
 
         raise ConfigError(f"--baseline-minutes must be a positive number, got {baseline_minutes}")
     base_cap = None if baseline_minutes is None else baseline_minutes * 60.0
+    if data is not None:
+        from ..config import resolve_profile
+
+        classes = tuple(classes) if classes else resolve_profile("smoke" if quick else "cpu").classes
+        _check_bench_data(Path(data).expanduser(), classes)
     t_start, started_at = time.perf_counter(), time.time()
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="dagm-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -929,6 +962,9 @@ def run_benchmark(
             if quick
             else dict(profile_name="cpu", budget_s=FAST_TTQ_BUDGET_S, overrides={})
         )
+        if classes:
+            ttq_args["overrides"] = dict(ttq_args["overrides"], classes=[int(c) for c in classes])
+        ttq_args["data"] = "synthetic" if data is None else str(Path(data).expanduser().resolve())
         fast_ttq = _in_child(
             "fast_time_to_quality",
             dict(ttq_args, work=str(work)),
@@ -985,6 +1021,8 @@ def run_benchmark(
     result["infer_fraction_of_peak"] = result["infer_img_s"] * gflop_infer / result["peak_gflop_s"]
     fast_s, base_s = fast_ttq["seconds"], base_ttq["seconds"]
     result["time_to_quality_target_dice"] = QUALITY_DICE
+    result["time_to_quality_data"] = "synthetic" if data is None else fast_ttq["data_root"]
+    result["time_to_quality_classes"] = fast_ttq["classes"]
     result["time_to_quality_profile"] = "smoke" if quick else "cpu"
     result["time_to_quality_reached"] = fast_s is not None
     result["time_to_quality_s"] = fast_s if fast_s is not None else fast_ttq["elapsed_s"]
