@@ -8,6 +8,8 @@ them; ``tests/test_test_mode.py`` asserts that they really took effect.
 import os
 import tempfile
 
+import pytest
+
 os.environ["DAGM_PROFILE"] = "smoke"
 os.environ["DAGM_HOME"] = tempfile.mkdtemp(prefix="dagm-test-home-")
 os.environ["DAGM_EXPECT_PROFILE"] = "smoke"  # setup_notebook() and every notebook assert it
@@ -21,6 +23,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # nbval's in-memory notebooks, after collection and before any cell runs.
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups _group_for_xdist sets
 def pytest_collection_modifyitems(session, config, items):
     import json
     from pathlib import Path
@@ -51,8 +54,6 @@ def _group_for_xdist(config, items):
     runs whole in one worker (its module fixtures are built once), and the notebooks run in one
     worker, in order, because notebook 5 reads the runs notebooks 3 and 4 wrote (each worker has
     its own DAGM_HOME and DAGM_RUNS, set above)."""
-    import pytest
-
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:

@@ -115,7 +115,18 @@ def test_conftest_attaches_the_references_when_pytest_collects_the_notebooks(tmp
     env = {**os.environ, ATTACH_REPORT_ENV: str(report)}
     targets = [f"notebooks/{n}.ipynb" for n in ("01_get_the_data", "02_build_the_unet", "03_train_with_bce")]
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *targets],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+            *targets,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -293,3 +304,35 @@ def test_refresh_records_checked_stdout_and_leaves_the_notebook_untouched(tmp_pa
     with pytest.raises(ConfigError, match="must only print to stdout"):
         refresh_checked_outputs([path], timeout=120)
     assert json.loads(dest.read_text())["tiny"] == {"print(x)": "42\n"}  # nothing half-written
+
+
+def test_under_xdist_each_test_file_and_the_notebooks_stay_in_one_worker():
+    """conftest.py groups the items for ``--dist loadgroup``: notebook 5 reads the runs 3 and 4 wrote,
+    and every notebook's cells share one kernel, so all notebooks go to one worker in order."""
+    from types import SimpleNamespace
+
+    import conftest
+
+    class Item:
+        def __init__(self, path):
+            self.path, self.marks = Path(path), []
+
+        def add_marker(self, mark):
+            self.marks.append(mark)
+
+    items = [Item(ROOT / "notebooks" / "03_train_with_bce.ipynb"), Item(ROOT / "notebooks" / "05_x.ipynb")]
+    items += [
+        Item(ROOT / "tests" / "test_a.py"),
+        Item(ROOT / "tests" / "test_a.py"),
+        Item(ROOT / "tests" / "test_b.py"),
+    ]
+    with_xdist = SimpleNamespace(pluginmanager=SimpleNamespace(hasplugin=lambda name: name == "xdist"))
+    conftest._group_for_xdist(with_xdist, items)
+    groups = [item.marks[0].args[0] for item in items]
+    assert groups[0] == groups[1] == "notebooks" and groups[2] == groups[3] != groups[4]
+    assert all(item.marks[0].name == "xdist_group" for item in items)
+    without = [Item(ROOT / "tests" / "test_a.py")]
+    conftest._group_for_xdist(
+        SimpleNamespace(pluginmanager=SimpleNamespace(hasplugin=lambda name: False)), without
+    )
+    assert without[0].marks == []

@@ -81,7 +81,7 @@ PINNED = (
     "pytest",
 )
 #: what the checks add to Colab's set (not preinstalled there, or not pinned by it)
-TEST_TOOLS = ("pytest-timeout", "nbval", "selenium")
+TEST_TOOLS = ("pytest-timeout", "pytest-xdist", "nbval", "selenium")
 #: the JupyterLab that renders a given ipywidgets major version (Colab's own front end is not
 #: JupyterLab; its freeze lists jupyterlab_widgets 3, which JupyterLab 4 uses for ipywidgets 8
 #: only, so the browser test pairs ipywidgets 7 with JupyterLab 3 and its widget manager 1.x)
