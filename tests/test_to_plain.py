@@ -36,6 +36,18 @@ def test_to_plain_keeps_the_splits_and_the_pixels(tmp_path):
         np.testing.assert_array_equal(y_dagm, y_plain)
 
 
+def test_both_readers_hold_out_the_same_validation_images(tmp_path):
+    dagm = scan(make_tiny_dagm(tmp_path / "dagm", n_train=30, n_test=4, size=32, class_id=8))
+    to_plain(dagm.root, classes=[8], out=tmp_path / "plain")
+    plain = scan(tmp_path / "plain")
+    for seed in (0, 1, 7):
+        a = dagm.filter(split="Train").train_val_split(0.2, seed=seed)
+        b = plain.filter(split="Train").train_val_split(0.2, seed=seed)
+        for part_a, part_b in zip(a, b, strict=True):
+            assert [plain_name(s) for s in part_a] == [s.sample_id for s in part_b]
+        assert len(a[1]) == 6 and sum(s.defective for s in a[1]) == 3
+
+
 def test_merge_writes_one_folder_and_the_seeded_split_chooses(tmp_path):
     make_tiny_dagm(tmp_path / "dagm", n_train=10, n_test=10, size=32)
     assert to_plain(tmp_path / "dagm", None, tmp_path / "plain", merge=True) == {"images": (20, 10)}

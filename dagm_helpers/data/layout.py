@@ -390,8 +390,10 @@ class SampleIndex(Sequence[Sample]):
 
         Within each (class, defect flag) group, ``round(n * val_fraction)`` samples go to
         validation; a group of two or more defective samples always leaves at least one
-        on each side. Each group is shuffled by its own seed-derived generator, so adding
-        a class does not change the other classes' split. Both parts keep the index order.
+        on each side. Each group is shuffled by a generator derived from the seed and the defect
+        flag (not the class), so adding a class does not change the other classes' split, and a
+        class read through another layout (``to-plain``: your-own-images class 0, the same images
+        in the same order) is split exactly alike. Both parts keep the index order.
         """
         if not 0.0 <= float(val_fraction) < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -399,19 +401,19 @@ class SampleIndex(Sequence[Sample]):
         for i, s in enumerate(self._samples):
             groups[(s.class_id, s.defective)].append(i)
         val: set[int] = set()
-        for (class_id, defective), members in sorted(groups.items()):
+        for (_, defective), members in sorted(groups.items()):
             n = len(members)
             n_val = math.floor(n * val_fraction + 0.5)
             if defective and n >= 2 and val_fraction > 0:
                 n_val = min(max(n_val, 1), n - 1)
             n_val = min(n_val, n - 1) if n >= 2 else n_val
-            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, class_id, int(defective)])
+            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(defective)])
             order = rng.permutation(n)
             val.update(members[j] for j in order[:n_val])
         if not val and val_fraction > 0 and len(self) >= 2:
             # tiny sets: still give validation one sample, from the largest clean group if any
             key = max(sorted(groups), key=lambda k: (not k[1], len(groups[k])))
-            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, key[0], int(key[1])])
+            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(key[1])])
             val.add(groups[key][int(rng.integers(len(groups[key])))])
         train = [s for i, s in enumerate(self._samples) if i not in val]
         valid = [s for i, s in enumerate(self._samples) if i in val]
