@@ -298,7 +298,7 @@ def plot_edges(
     from .data import resolve_data
     from .data.layout import scan
     from .data.pipeline import load_arrays
-    from .infer import load_model, predict_proba
+    from .infer import load_model, model_channels, predict_proba
 
     prof = resolve_profile(profile)
     root = resolve_data(data, prof)
@@ -317,9 +317,13 @@ def plot_edges(
         constrained_layout=True,
     )
     if chosen:
-        images, masks = load_arrays(chosen, size=prof.image_size)
+        loaded: dict[int, tuple] = {}  # by the channels a model takes (grey, or colour: --channels 3)
         for col, name in enumerate(names):
             model = load_model(comparison.results[name].runs[0] / "model.keras")
+            channels = model_channels(model)
+            if channels not in loaded:
+                loaded[channels] = load_arrays(chosen, size=prof.image_size, channels=channels)
+            images, masks = loaded[channels]
             probs = predict_proba(model, images)
             for row in range(len(chosen)):
                 ax = axes[row, col]

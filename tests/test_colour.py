@@ -167,3 +167,12 @@ def test_a_colour_model_trains_evaluates_predicts_and_exports(colour_run, tmp_pa
     infer.export_model(out / "model.keras", tmp_path / "exported")
     info = json.loads((tmp_path / "exported" / infer.EXPORT_INFO).read_text())
     assert info["channels"] == 3 and "(batch, height, width, 3)" in info["input"]
+
+
+def test_the_comparison_figure_draws_a_colour_model(colour_run, tmp_path):
+    from dagm_helpers.experiment import Comparison, LossResult, plot_edges
+
+    data, out, _ = colour_run
+    comparison = Comparison(tmp_path, {"dice": LossResult("dice", runs=[out])}, 0.5, "compare --channels 3")
+    path = plot_edges(comparison, tmp_path / "edges.png", data=str(data), classes=None, profile="smoke", n=2)
+    assert Image.open(path).size[0] > 100
