@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from dagm_helpers import cli, infer
+from dagm_helpers.data import images
 from dagm_helpers.data.images import ImageConversionWarning, apply_policy, load_sample, read_image
 from dagm_helpers.data.layout import scan
 from dagm_helpers.data.pipeline import cut_tiles, dataset_from_arrays, load_tiles
@@ -54,6 +55,18 @@ def test_images_read_as_rgb_when_asked(tmp_path):
     Image.fromarray(np.dstack([rgb, np.full((20, 30), 128, np.uint8)]), "RGBA").save(tmp_path / "a.png")
     with pytest.warns(ImageConversionWarning, match="transparency dropped"):
         np.testing.assert_array_equal(read_image(tmp_path / "a.png", policy="none", channels=3), rgb)
+    sixteen = tmp_path / "g16.png"  # scaled to 8 bits and repeated: two conversions, one file
+    Image.fromarray(grey.astype(np.uint16) << 8).save(sixteen)
+    with pytest.warns(ImageConversionWarning) as record:
+        with images.conversions_said_once(2):
+            read_image(sixteen, policy="none", channels=3)
+            read_image(tmp_path / "c.png", policy="none", channels=3)
+    assert [str(w.message).split(" (")[0] for w in record] == [f"{sixteen}: 16-bit image"]
+    with pytest.warns(ImageConversionWarning) as record:
+        with images.conversions_said_once(3):
+            for path in (sixteen, tmp_path / "g.png", tmp_path / "c.png"):
+                read_image(path, policy="none", channels=3)
+    assert [str(w.message).split(",")[0] for w in record] == ["2 of 3 images were converted on reading"]
     with pytest.raises(ConfigError, match="channels must be 1 .* or 3"):
         read_image(tmp_path / "c.png", channels=2)
     assert read_image(tmp_path / "c.png", size=16, policy="resize", channels=3).shape == (16, 16, 3)

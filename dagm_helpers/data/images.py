@@ -95,7 +95,7 @@ def _open(path: str | Path) -> tuple[Path, Image.Image]:
     return path, im
 
 
-_gathering: list[list[str]] = []  # open conversions_said_once blocks, innermost last
+_gathering: list[list[tuple[str, str]]] = []  # open conversions_said_once blocks, innermost last
 _gathering_lock = threading.Lock()
 
 
@@ -103,19 +103,21 @@ def _warn(path: Path, what: str) -> None:
     message = f"{path}: {what}"
     with _gathering_lock:
         if _gathering:  # inside conversions_said_once: said once when the block ends
-            _gathering[-1].append(message)
+            _gathering[-1].append((str(path), message))
             return
     warnings.warn(message, ImageConversionWarning, stacklevel=4)
 
 
 @contextlib.contextmanager
-def conversions_said_once(total: int | None = None, *, stacklevel: int = 3) -> Iterator[list[str]]:
+def conversions_said_once(
+    total: int | None = None, *, stacklevel: int = 3
+) -> Iterator[list[tuple[str, str]]]:
     """Within the block, the per-file conversion warnings (colour to grey, 16 to 8 bits) of every
     thread are gathered and, when it ends, said as one :class:`ImageConversionWarning`: the file's
     own message when one image was converted, else the count (of ``total`` when given) and the
-    first file's message. A folder of RGB photos says so once, not once per photo. Yields the
-    list of gathered messages."""
-    found: list[str] = []
+    first file's message. A folder of RGB photos says so once, not once per photo. Files are
+    counted once however many conversions they needed. Yields the gathered ``(file, message)``."""
+    found: list[tuple[str, str]] = []
     with _gathering_lock:
         _gathering.append(found)
     try:
@@ -126,15 +128,21 @@ def conversions_said_once(total: int | None = None, *, stacklevel: int = 3) -> I
             outer = _gathering[-1] if _gathering else None
         if outer is not None:  # nested (evaluate reading a chunk): the outermost block says them all
             outer.extend(found)
-        elif len(found) == 1:
-            warnings.warn(found[0], ImageConversionWarning, stacklevel=stacklevel)
-        elif found:
-            of = f" of {total}" if total is not None else ""
-            warnings.warn(
-                f"{len(found)}{of} images were converted on reading, for example {found[0]}",
-                ImageConversionWarning,
-                stacklevel=stacklevel,
-            )
+        else:
+            _say_conversions(found, total, stacklevel + 1)
+
+
+def _say_conversions(found: list[tuple[str, str]], total: int | None, stacklevel: int) -> None:
+    files = len({path for path, _ in found})
+    if files == 1:  # one file: its own message(s)
+        warnings.warn("; ".join(m for _, m in found), ImageConversionWarning, stacklevel=stacklevel)
+    elif found:
+        of = f" of {total}" if total is not None else ""
+        warnings.warn(
+            f"{files}{of} images were converted on reading, for example {found[0][1]}",
+            ImageConversionWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _gray_uint8(path: Path, im: Image.Image) -> np.ndarray:
